@@ -1,0 +1,35 @@
+"""mlflow-xai: audit why a PyTorch model decides what it decides, every time it is trained.
+
+``import mlflow_xai`` stays light (MLflow imports the evaluator for every evaluation); torch and
+Captum load when ``audit`` is first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mlflow_xai._version import __version__
+
+if TYPE_CHECKING:
+    from mlflow_xai.config import AuditConfig, load_config
+    from mlflow_xai.engine import audit
+    from mlflow_xai.probe import ProbeSet
+    from mlflow_xai.report import AuditReport
+
+__all__ = ["AuditConfig", "AuditReport", "ProbeSet", "__version__", "audit", "load_config"]
+
+_LAZY = {
+    "audit": "mlflow_xai.engine",
+    "AuditConfig": "mlflow_xai.config",
+    "load_config": "mlflow_xai.config",
+    "ProbeSet": "mlflow_xai.probe",
+    "AuditReport": "mlflow_xai.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mlflow_xai' has no attribute {name!r}")

@@ -1,0 +1,291 @@
+"""The audit configuration: one YAML schema, validated once where it enters.
+
+Every later stage trusts an ``AuditConfig``. Validation is strict: ``n_steps: "50"`` is an error, not
+a coerced 50, and every error names the key path, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlflow_xai.errors import ConfigError
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0)]
+
+INTEGRATION_RULES = ("left", "right", "midpoint", "trapezoid", "gauss_legendre")
+OUTPUTS = ("logit", "probability", "log_probability")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class BaselineConfig(_Strict):
+    """The reference input x'. It lives in the model's input space (after any preprocessing)."""
+
+    kind: Literal["zeros", "constant"] = "zeros"
+    value: float = Field(default=0.0, description="the fill value of a constant baseline")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_shorthand(cls, data: Any) -> Any:
+        # `baseline: zeros` is shorthand for `baseline: {kind: zeros}`.
+        if isinstance(data, str):
+            return {"kind": data}
+        return data
+
+
+class IntegratedGradientsConfig(_Strict):
+    n_steps: PositiveInt = Field(default=32, description="gradient evaluations along the path")
+    rule: Literal[INTEGRATION_RULES] = "gauss_legendre"  # type: ignore[valid-type]
+    baseline: BaselineConfig = BaselineConfig()
+    internal_batch_size: PositiveInt = Field(
+        default=512, description="interpolated inputs per forward/backward pass"
+    )
+
+    @model_validator(mode="after")
+    def _trapezoid_needs_two_nodes(self) -> IntegratedGradientsConfig:
+        if self.rule == "trapezoid" and self.n_steps < 2:
+            raise ValueError("n_steps must be >= 2 with rule 'trapezoid' (it evaluates both ends)")
+        return self
+
+
+class OcclusionConfig(_Strict):
+    sliding_window_shapes: list[PositiveInt] = Field(default=[3, 8, 8], min_length=1)
+    strides: list[PositiveInt] = Field(default=[3, 4, 4], min_length=1)
+    baseline: float = 0.0
+    perturbations_per_eval: PositiveInt = Field(
+        default=64, description="occluded copies evaluated in one forward pass"
+    )
+
+    @model_validator(mode="after")
+    def _same_rank(self) -> OcclusionConfig:
+        if len(self.strides) != len(self.sliding_window_shapes):
+            raise ValueError(
+                f"strides {self.strides} and sliding_window_shapes {self.sliding_window_shapes} "
+                "must have the same length (one entry per input dimension)"
+            )
+        return self
+
+
+class MethodsConfig(_Strict):
+    """A method runs when its key is present; its value holds the method's parameters."""
+
+    integrated_gradients: IntegratedGradientsConfig | None = None
+    occlusion: OcclusionConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_defaults(cls, data: Any) -> Any:
+        # `occlusion:` with no value (YAML null) or `{}` both mean "run with the defaults".
+        if isinstance(data, Mapping):
+            return {k: ({} if v is None else v) for k, v in data.items()}
+        return data
+
+    def enabled(self) -> dict[str, _Strict]:
+        return {name: cfg for name, cfg in self if cfg is not None}
+
+
+class CompletenessConfig(_Strict):
+    tolerance: NonNegativeFloat = Field(default=0.01, description="max relative completeness error")
+    degenerate_floor: NonNegativeFloat = Field(
+        default=1e-6, description="|F(x) - F(x')| below this marks a degenerate baseline"
+    )
+
+
+class ChecksConfig(_Strict):
+    completeness: CompletenessConfig = CompletenessConfig()
+
+
+class ArtifactsConfig(_Strict):
+    sheet_samples: Annotated[int, Field(ge=0)] = Field(
+        default=8, description="samples drawn in each method's PNG sheet"
+    )
+    mask_dtype: Literal["float16", "float32"] = "float16"
+
+
+class AuditConfig(_Strict):
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    seed: int = 0
+    batch_size: PositiveInt = Field(default=32, description="probe samples per batch")
+    target: Literal["predicted", "label"] | Annotated[int, Field(ge=0)] = "predicted"
+    output: Literal[OUTPUTS] = "logit"  # type: ignore[valid-type]
+    input_shape: list[PositiveInt] | None = Field(
+        default=None, description="shape of one input without the batch axis, e.g. [3, 32, 32]"
+    )
+    max_samples: PositiveInt | None = None
+    methods: MethodsConfig = MethodsConfig(
+        integrated_gradients=IntegratedGradientsConfig(), occlusion=OcclusionConfig()
+    )
+    checks: ChecksConfig = ChecksConfig()
+    artifacts: ArtifactsConfig = ArtifactsConfig()
+
+    @model_validator(mode="after")
+    def _some_method(self) -> AuditConfig:
+        if not self.methods.enabled():
+            valid = ", ".join(MethodsConfig.model_fields)
+            raise ValueError(f"methods must enable at least one method; valid methods: {valid}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and error messages
+
+
+def load_config(source: str | Path | Mapping[str, Any] | None = None, **overrides: Any) -> AuditConfig:
+    """Build an ``AuditConfig`` from a YAML file, a mapping, or nothing (the defaults).
+
+    ``overrides`` are merged over the source, nested mappings key by key.
+    """
+    if source is None:
+        data: Any = {}
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        if data is None:
+            data = {}
+    else:
+        raise ConfigError(
+            f"config must be a path to a YAML file or a mapping, got {type(source).__name__}"
+        )
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config must be a mapping of keys to values, got {type(data).__name__}")
+    data = _deep_merge(data, overrides)
+    try:
+        return AuditConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: `key.path must be <what is allowed>, got <value>`."""
+    schema = AuditConfig.model_json_schema()
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"] if not _is_union_branch(p)]
+        path = ".".join(loc) or "config"
+        if err["type"] == "extra_forbidden":
+            parent = ".".join(loc[:-1])
+            valid = _valid_keys(schema, loc[:-1])
+            where = f" in {parent}" if parent else ""
+            lines.append(f"unknown key {loc[-1]!r}{where}; valid keys: {', '.join(valid)}")
+        elif err["type"] == "value_error":
+            message = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{path}: {message}" if loc else message)
+        else:
+            allowed = _describe(schema, loc) or err["msg"].lower()
+            lines.append(f"{path} must be {allowed}, got {_show(err.get('input'))}")
+    # A union reports one error per branch; keep each distinct line once, in order.
+    return "invalid config: " + "; ".join(dict.fromkeys(lines))
+
+
+def _is_union_branch(part: Any) -> bool:
+    # pydantic adds the branch tag of a union (e.g. 'literal['predicted','label']', 'int') to loc.
+    return isinstance(part, str) and (
+        part.startswith(("literal[", "function-", "constrained-")) or part in {"int", "str", "float"}
+    )
+
+
+def _show(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    if "anyOf" in node:
+        non_null = [n for n in node["anyOf"] if n.get("type") != "null"]
+        if len(non_null) == 1:
+            return _resolve(schema, non_null[0])
+    return node
+
+
+def _node_at(schema: dict[str, Any], loc: list[str]) -> dict[str, Any] | None:
+    node = _resolve(schema, schema)
+    for part in loc:
+        if part.isdigit() and node.get("type") == "array":
+            node = _resolve(schema, node.get("items", {}))
+            continue
+        props = node.get("properties")
+        if not props or part not in props:
+            return None
+        node = _resolve(schema, props[part])
+    return node
+
+
+def _valid_keys(schema: dict[str, Any], loc: list[str]) -> list[str]:
+    node = _node_at(schema, loc)
+    return sorted((node or {}).get("properties", {}))
+
+
+def _describe(schema: dict[str, Any], loc: list[str]) -> str | None:
+    node = _node_at(schema, loc)
+    return None if node is None else _describe_node(schema, node)
+
+
+def _describe_node(schema: dict[str, Any], node: dict[str, Any]) -> str:
+    node = _resolve(schema, node)
+    if "anyOf" in node:
+        return " or ".join(_describe_node(schema, n) for n in node["anyOf"])
+    if "const" in node:
+        return repr(node["const"])
+    if "enum" in node:
+        return "one of " + ", ".join(repr(v) for v in node["enum"])
+    kind = node.get("type")
+    bounds = []
+    for key, op in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<=")):
+        if key in node:
+            bounds.append(f"{op} {node[key]}")
+    if kind == "integer":
+        text = "an integer"
+    elif kind == "number":
+        text = "a number"
+    elif kind == "string":
+        text = f"a string matching {node['pattern']}" if "pattern" in node else "a string"
+    elif kind == "boolean":
+        text = "true or false"
+    elif kind == "array":
+        text = f"a list of {_plural(_describe_node(schema, node.get('items', {})))}"
+    elif kind == "object":
+        text = "a mapping with keys " + ", ".join(sorted(node.get("properties", {})))
+    elif kind == "null":
+        text = "null"
+    else:
+        text = "a valid value"
+    return " ".join([text, *bounds])
+
+
+def _plural(text: str) -> str:
+    for article in ("an ", "a "):
+        if text.startswith(article):
+            head, _, rest = text[len(article) :].partition(" ")
+            return f"{head}s {rest}".strip()
+    return text
+
+
+def dump_config(config: AuditConfig) -> str:
+    """The config as YAML, exactly as validated (logged with every run)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,5 @@
+"""Small data sets generated on the fly, so examples and tests never download anything."""
+
+from mlflow_xai.datasets.shapes import SHAPE_CLASSES, ShapesData, make_shapes
+
+__all__ = ["SHAPE_CLASSES", "ShapesData", "make_shapes"]

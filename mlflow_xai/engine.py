@@ -1,0 +1,169 @@
+"""The audit engine: probe set x methods -> attributions -> checks -> an AuditReport.
+
+Nothing here touches MLflow; the engine runs and is tested without a tracking server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from mlflow_xai.checks import CompletenessResult
+from mlflow_xai.config import AuditConfig, load_config
+from mlflow_xai.errors import ModelError, ProbeError
+from mlflow_xai.methods import build
+from mlflow_xai.model import ModelHandle, audit_mode, resolve_device
+from mlflow_xai.probe import ProbeSet
+from mlflow_xai.report import AuditReport, MethodResult
+
+
+def audit(
+    model: nn.Module,
+    probe: ProbeSet | np.ndarray,
+    config: AuditConfig | str | Path | Mapping[str, Any] | None = None,
+    *,
+    labels: np.ndarray | None = None,
+) -> AuditReport:
+    """Explain ``model`` on every sample of ``probe`` with the configured methods, then check them.
+
+    ``config`` is an ``AuditConfig``, a YAML path, a mapping or None (the defaults).
+    """
+    cfg = config if isinstance(config, AuditConfig) else load_config(config)
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"the model to audit must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(probe, ProbeSet):
+        probe = ProbeSet(np.asarray(probe), labels)
+    if cfg.max_samples is not None:
+        probe = probe.head(cfg.max_samples)
+    if cfg.target == "label" and probe.labels is None:
+        raise ProbeError("target 'label' needs probe labels, but the probe set has none")
+
+    device = resolve_device(cfg.device)
+    methods = {name: build(name, mcfg) for name, mcfg in cfg.methods.enabled().items()}
+    handle = ModelHandle(model, device, cfg.output)
+    for method in methods.values():
+        if method.needs_hooks and handle.exported:
+            method.attribute(handle, torch.empty(0), torch.empty(0))  # raises the refusal message
+
+    torch.manual_seed(cfg.seed)
+    n = len(probe)
+    mask_dtype = np.dtype(cfg.artifacts.mask_dtype)
+    predictions = np.empty(n, dtype=np.int64)
+    targets = np.empty(n, dtype=np.int64)
+    attributions = {name: np.empty((n, *probe.input_shape), dtype=mask_dtype) for name in methods}
+    at_input = {name: np.full(n, np.nan) for name, m in methods.items() if m.has_completeness}
+    at_baseline = {name: np.full(n, np.nan) for name in at_input}
+    attribution_sum = {name: np.full(n, np.nan) for name in at_input}
+    seconds = dict.fromkeys(methods, 0.0)
+
+    with audit_mode(model), _on_device(model, device):
+        dtype = _input_dtype(model)
+        _check_fits(handle, probe, dtype)
+        for batch in probe.batches(cfg.batch_size):
+            x = torch.from_numpy(batch.inputs).to(device=device, dtype=dtype)
+            rows = slice(batch.start, batch.start + len(x))
+            with torch.no_grad():
+                scores = handle.scores(x)
+            predicted = scores.argmax(dim=1)
+            target = _resolve_target(cfg.target, predicted, batch.labels, scores.shape[1], device)
+            predictions[rows] = predicted.cpu().numpy()
+            targets[rows] = target.cpu().numpy()
+            for name, method in methods.items():
+                started = time.perf_counter()
+                result = method.attribute(handle, x, target)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                seconds[name] += time.perf_counter() - started
+                attributions[name][rows] = result.values.float().cpu().numpy()
+                if name in at_input:
+                    flat = result.values.detach().reshape(len(x), -1)
+                    attribution_sum[name][rows] = flat.double().sum(dim=1).cpu().numpy()
+                    at_input[name][rows] = result.output_at_input.double().cpu().numpy()
+                    at_baseline[name][rows] = result.output_at_baseline.double().cpu().numpy()
+
+    completeness_cfg = cfg.checks.completeness
+    results = {}
+    for name in methods:
+        completeness = None
+        if name in at_input:
+            completeness = CompletenessResult.compute(
+                attribution_sum[name],
+                at_input[name],
+                at_baseline[name],
+                tolerance=completeness_cfg.tolerance,
+                degenerate_floor=completeness_cfg.degenerate_floor,
+            )
+        results[name] = MethodResult(name, attributions[name], seconds[name], completeness)
+    return AuditReport(
+        config=cfg,
+        probe=probe,
+        probe_sha256=probe.sha256(),
+        predictions=predictions,
+        targets=targets,
+        methods=results,
+        device=str(device),
+        exported_model=handle.exported,
+    )
+
+
+@contextmanager
+def _on_device(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Move the model to ``device`` for the audit and back to where it was after."""
+    params = list(model.parameters())
+    original = params[0].device if params else device
+    if original != device:
+        model.to(device)
+    try:
+        yield
+    finally:
+        if original != device:
+            model.to(original)
+
+
+def _input_dtype(model: nn.Module) -> torch.dtype:
+    """Inputs follow the model's floating-point parameters (float64 models get float64 paths)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def _check_fits(handle: ModelHandle, probe: ProbeSet, dtype: torch.dtype) -> None:
+    """Run one sample through the model first, so a shape mismatch fails before any compute."""
+    x = torch.from_numpy(np.ascontiguousarray(probe.inputs[:1])).to(handle.device, dtype)
+    try:
+        with torch.no_grad():
+            handle.scores(x)
+    except ModelError:
+        raise
+    except Exception as exc:  # the model's own error says best what it expected
+        raise ProbeError(
+            f"the model cannot take probe inputs of shape {list(probe.input_shape)} "
+            f"(per sample): {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _resolve_target(
+    spec: str | int,
+    predicted: torch.Tensor,
+    labels: np.ndarray | None,
+    num_classes: int,
+    device: torch.device,
+) -> torch.Tensor:
+    if spec == "predicted":
+        return predicted
+    if spec == "label":
+        target = torch.from_numpy(labels).to(device)
+    else:
+        target = torch.full_like(predicted, int(spec))
+    if int(target.min()) < 0 or int(target.max()) >= num_classes:
+        bad = int(target.max()) if int(target.max()) >= num_classes else int(target.min())
+        raise ProbeError(f"target class {bad} is out of range: the model has {num_classes} classes")
+    return target

@@ -1,0 +1,77 @@
+"""The adapter interface every attribution method implements, and the registry that finds them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from mlflow_xai.errors import ModelError
+from mlflow_xai.model import HOOK_ADVICE, ModelHandle
+
+
+@dataclass
+class Attribution:
+    """What a method returns for one batch.
+
+    ``values`` has the input's shape. Methods that satisfy a completeness property also return, per
+    sample, the explained output at the input and at the baseline, so that the check can compare
+    ``sum(values)`` with ``F(x) - F(x')``.
+    """
+
+    values: torch.Tensor
+    output_at_input: torch.Tensor | None = None
+    output_at_baseline: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class AttributionMethod:
+    """Base class of the adapters. A subclass sets ``name`` and implements ``_attribute``."""
+
+    name: ClassVar[str]
+    needs_hooks: ClassVar[bool] = False  # module hooks do not fire on an exported graph
+    has_completeness: ClassVar[bool] = False
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+        if self.needs_hooks and handle.exported:
+            raise ModelError(
+                f"method {self.name!r} needs module hooks, which never fire on an exported graph "
+                f"(MLflow's default pt2 format); {HOOK_ADVICE}, or drop {self.name!r} from methods"
+            )
+        return self._attribute(handle, x, target)
+
+    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[AttributionMethod]] = {}
+
+
+def register(name: str) -> Callable[[type[AttributionMethod]], type[AttributionMethod]]:
+    """Class decorator adding a method under ``name``; a duplicate name is refused."""
+
+    def decorate(cls: type[AttributionMethod]) -> type[AttributionMethod]:
+        if name in _REGISTRY:
+            raise ValueError(
+                f"attribution method {name!r} is already registered by {_REGISTRY[name].__qualname__}"
+            )
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def registered() -> dict[str, type[AttributionMethod]]:
+    return dict(_REGISTRY)
+
+
+def build(name: str, config: Any) -> AttributionMethod:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown attribution method {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](config)

@@ -1,0 +1,111 @@
+"""The model handle: device, audit mode, and the scalar output F that attributions explain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from mlflow_xai.errors import ModelError
+
+HOOK_ADVICE = (
+    "log the model with mlflow.pytorch.log_model(..., serialization_format=\"pickle\") "
+    "so that its layers are real modules"
+)
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; an explicit device must be available."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {spec!r} was asked for but CUDA is not available; use 'auto' or 'cpu'")
+    if spec == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ModelError("device 'mps' was asked for but MPS is not available; use 'auto' or 'cpu'")
+    return torch.device(spec)
+
+
+def is_exported_graph(model: nn.Module) -> bool:
+    """True for a graph whose layers are never called as modules (``torch.export`` / MLflow pt2).
+
+    Module hooks never fire on such a graph: its ``call_module`` nodes were inlined into ATen ops.
+    """
+    if not isinstance(model, torch.fx.GraphModule):
+        return False
+    return not any(node.op == "call_module" for node in model.graph.nodes)
+
+
+@contextmanager
+def audit_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and frozen parameters for the audit; the previous state is restored on exit.
+
+    An exported graph is already an inference graph and refuses ``.eval()``; it is left as it is.
+    """
+    exported = is_exported_graph(model)
+    training = {m: m.training for m in model.modules()} if not exported else {}
+    requires_grad = {p: p.requires_grad for p in model.parameters()}
+    try:
+        if not exported:
+            model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in requires_grad.items():
+            p.requires_grad_(flag)
+        for m, flag in training.items():
+            m.training = flag
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """A model ready to be explained: on its device, with the explained output chosen.
+
+    ``output`` is applied to the model's raw scores before a target column is taken:
+    ``logit`` (as is), ``probability`` (softmax) or ``log_probability`` (log-softmax).
+    """
+
+    module: nn.Module
+    device: torch.device
+    output: str = "logit"
+
+    @property
+    def exported(self) -> bool:
+        return is_exported_graph(self.module)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's outputs for ``x``, transformed to the explained output, shape (B, C)."""
+        raw = self.module(x)
+        if not isinstance(raw, torch.Tensor):
+            raise ModelError(
+                f"the model returned {type(raw).__name__}; a classifier to audit must return one "
+                "tensor of class scores of shape (batch, classes)"
+            )
+        if raw.ndim != 2:
+            raise ModelError(
+                f"the model returned a tensor of shape {tuple(raw.shape)}; a classifier to audit "
+                "must return class scores of shape (batch, classes)"
+            )
+        if not raw.is_floating_point():
+            raise ModelError(
+                f"the model returned {raw.dtype} outputs, which cannot be differentiated; "
+                "it must return floating-point class scores"
+            )
+        if self.output == "probability":
+            return torch.softmax(raw, dim=1)
+        if self.output == "log_probability":
+            return torch.log_softmax(raw, dim=1)
+        return raw
+
+    def explained(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """F(x): the explained output of each sample's target class, shape (B,)."""
+        return self.scores(x).gather(1, target.view(-1, 1)).squeeze(1)

@@ -1,0 +1,91 @@
+"""The AuditReport: per-sample results, metrics as Python floats, and verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlflow_xai.checks import CompletenessResult
+from mlflow_xai.config import AuditConfig
+from mlflow_xai.probe import ProbeSet
+
+METRIC_PREFIX = "xai"
+
+
+@dataclass
+class MethodResult:
+    name: str
+    attributions: np.ndarray  # (N, *input_shape), float16 or float32
+    seconds: float
+    completeness: CompletenessResult | None = None
+
+    def metrics(self) -> dict[str, float]:
+        out = {"seconds": float(self.seconds), "samples": float(len(self.attributions))}
+        if self.completeness is not None:
+            out.update(self.completeness.metrics())
+        return out
+
+    @property
+    def verdict(self) -> str:
+        """pass / fail on the checks this method has; "n/a" where it has none."""
+        if self.completeness is None:
+            return "n/a"
+        judged = ~self.completeness.degenerate
+        if not judged.any():
+            return "fail"  # nothing could be judged: never a silent pass
+        return "pass" if self.completeness.passed[judged].all() else "fail"
+
+
+@dataclass
+class AuditReport:
+    config: AuditConfig
+    probe: ProbeSet
+    probe_sha256: str
+    predictions: np.ndarray
+    targets: np.ndarray
+    methods: dict[str, MethodResult]
+    device: str
+    exported_model: bool
+
+    def metrics(self) -> dict[str, float]:
+        """Every metric, named ``xai/<method>/<quantity>_<stat>``, as plain Python floats."""
+        out: dict[str, float] = {f"{METRIC_PREFIX}/probe/samples": float(len(self.probe))}
+        if self.probe.labels is not None:
+            accuracy = float((self.predictions == self.probe.labels).mean())
+            out[f"{METRIC_PREFIX}/probe/accuracy"] = accuracy
+        for name, result in self.methods.items():
+            for key, value in result.metrics().items():
+                out[f"{METRIC_PREFIX}/{name}/{key}"] = float(value)
+        return out
+
+    @property
+    def verdict(self) -> str:
+        verdicts = [m.verdict for m in self.methods.values() if m.verdict != "n/a"]
+        if not verdicts:
+            return "n/a"
+        return "fail" if "fail" in verdicts else "pass"
+
+    def per_sample_rows(self) -> list[dict[str, object]]:
+        """One row per probe sample: id, label, prediction, target and each check's result."""
+        rows = []
+        labels = self.probe.labels
+        for i, sample_id in enumerate(self.probe.ids.tolist()):
+            row: dict[str, object] = {
+                "id": sample_id,
+                "label": "" if labels is None else int(labels[i]),
+                "prediction": int(self.predictions[i]),
+                "target": int(self.targets[i]),
+            }
+            for name, result in self.methods.items():
+                c = result.completeness
+                if c is None:
+                    continue
+                row[f"{name}/completeness_rel_error"] = (
+                    "" if c.degenerate[i] else float(c.rel_error[i])
+                )
+                row[f"{name}/status"] = (
+                    "degenerate_baseline" if c.degenerate[i] else ("pass" if c.passed[i] else "fail")
+                )
+            rows.append(row)
+        return rows
