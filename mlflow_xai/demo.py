@@ -85,7 +85,8 @@ def find_trained() -> tuple[str, str, float] | None:
     models = [o for o in (run.outputs.model_outputs if run.outputs else [])]
     if not models:
         return None
-    return run.info.run_id, f"models:/{models[0].model_id}", run.data.metrics.get("heldout_accuracy", float("nan"))
+    held_out = run.data.metrics.get("heldout_accuracy", float("nan"))
+    return run.info.run_id, f"models:/{models[0].model_id}", held_out
 
 
 def run_demo(*, config: str | None = None, retrain: bool = False, n_probe: int = 256) -> int:
@@ -134,10 +135,10 @@ def summary_table(metrics: dict[str, float]) -> str:
         return "-" if value is None else f"{value:.2e}"
 
     for name in methods:
-        get = lambda q: metrics.get(f"xai/{name}/{q}")  # noqa: E731
+        m = {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"xai/{name}/")}
         lines.append(
-            f"{name:<22}{int(get('samples') or 0):>8}{cell(get('completeness_rel_error_median')):>15}"
-            f"{cell(get('completeness_rel_error_p95')):>11}{cell(get('completeness_rel_error_max')):>11}"
-            f"{get('seconds') or 0.0:>10.1f}"
+            f"{name:<22}{int(m.get('samples', 0)):>8}{cell(m.get('completeness_rel_error_median')):>15}"
+            f"{cell(m.get('completeness_rel_error_p95')):>11}{cell(m.get('completeness_rel_error_max')):>11}"
+            f"{m.get('seconds', 0.0):>10.1f}"
         )
     return "\n".join(lines)

@@ -62,6 +62,7 @@ def audit(
     at_baseline = {name: np.full(n, np.nan) for name in at_input}
     attribution_sum = {name: np.full(n, np.nan) for name in at_input}
     seconds = dict.fromkeys(methods, 0.0)
+    extras: dict[str, dict[str, np.ndarray]] = {name: {} for name in methods}
 
     with audit_mode(model), _on_device(model, device):
         dtype = _input_dtype(model)
@@ -82,6 +83,11 @@ def audit(
                     torch.cuda.synchronize(device)
                 seconds[name] += time.perf_counter() - started
                 attributions[name][rows] = result.values.float().cpu().numpy()
+                for key, value in result.extras.items():
+                    column = extras[name].get(key)
+                    if column is None:
+                        column = extras[name][key] = np.zeros(n, dtype=value.cpu().numpy().dtype)
+                    column[rows] = value.detach().cpu().numpy()
                 if name in at_input:
                     flat = result.values.detach().reshape(len(x), -1)
                     attribution_sum[name][rows] = flat.double().sum(dim=1).cpu().numpy()
@@ -100,7 +106,7 @@ def audit(
                 tolerance=completeness_cfg.tolerance,
                 degenerate_floor=completeness_cfg.degenerate_floor,
             )
-        results[name] = MethodResult(name, attributions[name], seconds[name], completeness)
+        results[name] = MethodResult(name, attributions[name], seconds[name], completeness, extras[name])
     return AuditReport(
         config=cfg,
         probe=probe,

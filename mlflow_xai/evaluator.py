@@ -7,8 +7,6 @@ before torch is imported.
 
 from __future__ import annotations
 
-
-
 from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
 
 MODEL_TYPES = ("image_classifier",)

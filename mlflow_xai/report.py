@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,11 +19,23 @@ class MethodResult:
     attributions: np.ndarray  # (N, *input_shape), float16 or float32
     seconds: float
     completeness: CompletenessResult | None = None
+    # Per-sample quantities a method reports beside its attributions (e.g. IG's steps used),
+    # each an (N,) array: numbers are summarised as _mean/_p95/_max, booleans as _fraction.
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         out = {"seconds": float(self.seconds), "samples": float(len(self.attributions))}
         if self.completeness is not None:
             out.update(self.completeness.metrics())
+        for key, values in self.extras.items():
+            if values.dtype == bool:
+                out[f"{key}_fraction"] = float(values.mean())
+                continue
+            finite = values[np.isfinite(values)]
+            if len(finite):
+                out[f"{key}_mean"] = float(finite.mean())
+                out[f"{key}_p95"] = float(np.percentile(finite, 95))
+                out[f"{key}_max"] = float(finite.max())
         return out
 
     @property
@@ -87,5 +99,9 @@ class AuditReport:
                 row[f"{name}/status"] = (
                     "degenerate_baseline" if c.degenerate[i] else ("pass" if c.passed[i] else "fail")
                 )
+            for name, result in self.methods.items():
+                for key, values in result.extras.items():
+                    value = values[i]
+                    row[f"{name}/{key}"] = bool(value) if values.dtype == bool else float(value)
             rows.append(row)
         return rows

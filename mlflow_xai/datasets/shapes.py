@@ -7,7 +7,6 @@ should put its mass on the object, which the mask lets a test measure.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np

@@ -21,7 +21,7 @@ class Occlusion(AttributionMethod):
                 f"methods.occlusion.sliding_window_shapes {list(window)} has {len(window)} entries "
                 f"but each input has shape {list(sample_shape)}; give one entry per input axis"
             )
-        if any(w > s for w, s in zip(window, sample_shape)):
+        if any(w > s for w, s in zip(window, sample_shape, strict=True)):
             raise ProbeError(
                 f"methods.occlusion.sliding_window_shapes {list(window)} is larger than the input "
                 f"{list(sample_shape)} on some axis; every window entry must be <= the input's"
