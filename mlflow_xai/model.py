@@ -37,11 +37,18 @@ def resolve_device(spec: str) -> torch.device:
 def is_exported_graph(model: nn.Module) -> bool:
     """True for a graph whose layers are never called as modules (``torch.export`` / MLflow pt2).
 
-    Module hooks never fire on such a graph: its ``call_module`` nodes were inlined into ATen ops.
+    Module hooks never fire on such a graph: its layers were inlined into ATen ops, and the only
+    modules it still calls are parameter-free helpers (``torch.export`` adds a ``_guards_fn``).
+    A symbolically traced model (``torch.fx.symbolic_trace``) keeps calling its layers and is not one.
     """
     if not isinstance(model, torch.fx.GraphModule):
         return False
-    return not any(node.op == "call_module" for node in model.graph.nodes)
+    for node in model.graph.nodes:
+        if node.op == "call_module":
+            called = model.get_submodule(str(node.target))
+            if any(True for _ in called.parameters()):
+                return False
+    return True
 
 
 @contextmanager
