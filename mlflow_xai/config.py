@@ -27,10 +27,23 @@ class _Strict(BaseModel):
 
 
 class BaselineConfig(_Strict):
-    """The reference input x'. It lives in the model's input space (after any preprocessing)."""
+    """The reference input x'. It lives in the model's input space (after any preprocessing).
 
-    kind: Literal["zeros", "constant"] = "zeros"
+    ``baseline: zeros`` is shorthand for ``baseline: {kind: zeros}``. Each kind takes only its own
+    keys: ``constant`` a ``value``, ``blur`` a ``sigma``, ``uniform`` ``low``/``high``/``seed``,
+    ``file`` a ``path`` to a ``.npy`` array of one input's shape; ``probe_mean`` (the mean input of
+    the probe set) and ``zeros`` take none.
+    """
+
+    kind: Literal["zeros", "constant", "blur", "uniform", "probe_mean", "file"] = "zeros"
     value: float = Field(default=0.0, description="the fill value of a constant baseline")
+    sigma: Annotated[float, Field(gt=0.0)] = Field(
+        default=2.0, description="standard deviation in pixels of a blur baseline's Gaussian"
+    )
+    low: float = Field(default=0.0, description="lower bound of a uniform-noise baseline")
+    high: float = Field(default=1.0, description="upper bound of a uniform-noise baseline")
+    seed: int = Field(default=0, description="seed of a uniform-noise baseline")
+    path: str | None = Field(default=None, description="a .npy file holding one input (file kind)")
 
     @model_validator(mode="before")
     @classmethod
@@ -40,18 +53,84 @@ class BaselineConfig(_Strict):
             return {"kind": data}
         return data
 
+    @model_validator(mode="after")
+    def _keys_of_kind(self) -> BaselineConfig:
+        own = _BASELINE_KEYS[self.kind]
+        foreign = sorted(self.model_fields_set - own - {"kind"})
+        if foreign:
+            allowed = ", ".join(sorted(own)) or "no other key"
+            verb = "does" if len(foreign) == 1 else "do"
+            raise ValueError(
+                f"{', '.join(foreign)} {verb} not apply to baseline kind {self.kind!r}, "
+                f"which takes {allowed}"
+            )
+        if self.kind == "uniform" and not self.low < self.high:
+            raise ValueError(f"low must be < high for a uniform baseline, got {self.low} and {self.high}")
+        if self.kind == "file" and (self.path is None or not self.path.endswith(".npy")):
+            raise ValueError(f"baseline kind 'file' needs a path to a .npy file, got {self.path!r}")
+        return self
+
+
+_BASELINE_KEYS: dict[str, set[str]] = {
+    "zeros": set(),
+    "constant": {"value"},
+    "blur": {"sigma"},
+    "uniform": {"low", "high", "seed"},
+    "probe_mean": set(),
+    "file": {"path"},
+}
+
 
 class IntegratedGradientsConfig(_Strict):
-    n_steps: PositiveInt = Field(default=32, description="gradient evaluations along the path")
+    """``n_steps: auto`` refines each sample on nested trapezoid grids (2^k + 1 nodes) until its
+    completeness error and its step change (n vs 2n) are both within tolerance; the tolerances and
+    step bounds below apply only then. A fixed ``n_steps`` uses ``rule``."""
+
+    n_steps: PositiveInt | Literal["auto"] = Field(
+        default=32, description="gradient evaluations along the path, or 'auto' (per sample)"
+    )
     rule: Literal[INTEGRATION_RULES] = "gauss_legendre"  # type: ignore[valid-type]
     baseline: BaselineConfig = BaselineConfig()
     internal_batch_size: PositiveInt = Field(
         default=512, description="interpolated inputs per forward/backward pass"
     )
+    completeness_tolerance: NonNegativeFloat = Field(
+        default=0.01, description="auto: max |sum(attr) - (F(x) - F(x'))| / |F(x) - F(x')|"
+    )
+    step_change_tolerance: NonNegativeFloat = Field(
+        default=0.02, description="auto: max ||a_2n - a_n|| / ||a_2n||"
+    )
+    min_steps: PositiveInt = Field(
+        default=8, description="auto: the first check uses at least this many evaluations"
+    )
+    max_steps: PositiveInt = Field(
+        default=513, description="auto: at most this many evaluations per sample (grids of 2^k + 1)"
+    )
+    check_step_change: bool = Field(
+        default=False,
+        description="fixed n_steps: also integrate with 2 n_steps and report the step change (3x cost)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_means_trapezoid(cls, data: Any) -> Any:
+        # The adaptive grids are trapezoid ones: say so in the validated (and logged) config.
+        if isinstance(data, Mapping) and data.get("n_steps") == "auto" and "rule" not in data:
+            return {**data, "rule": "trapezoid"}
+        return data
 
     @model_validator(mode="after")
-    def _trapezoid_needs_two_nodes(self) -> IntegratedGradientsConfig:
-        if self.rule == "trapezoid" and self.n_steps < 2:
+    def _steps_fit_the_rule(self) -> IntegratedGradientsConfig:
+        if self.n_steps == "auto":
+            if self.rule != "trapezoid":
+                raise ValueError(
+                    f"rule {self.rule!r} does not apply with n_steps 'auto', which always uses "
+                    "nested trapezoid grids; drop rule or set a fixed n_steps"
+                )
+            from mlflow_xai.quadrature import nested_trapezoid_intervals
+
+            nested_trapezoid_intervals(self.min_steps, self.max_steps)  # raises if they do not fit
+        elif self.rule == "trapezoid" and self.n_steps < 2:
             raise ValueError("n_steps must be >= 2 with rule 'trapezoid' (it evaluates both ends)")
         return self
 
