@@ -49,3 +49,27 @@ def _cached(rule: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     # Remove the last ulp of drift so that sum(weights) == 1 holds to float64 rounding.
     weights = weights / weights.sum()
     return nodes.astype(np.float64), weights.astype(np.float64)
+
+
+def nested_trapezoid_intervals(min_steps: int, max_steps: int) -> tuple[int, int]:
+    """The interval counts of the first and the finest grid of the adaptive (nested) trapezoid.
+
+    Grids have 2^k intervals, hence 2^k + 1 nodes (gradient evaluations). The first accuracy check
+    compares m and 2m intervals, with m the smallest power of two such that 2m + 1 >= ``min_steps``;
+    the finest grid is the largest 2^k with 2^k + 1 <= ``max_steps``.
+    """
+    for name, value in (("min_steps", min_steps), ("max_steps", max_steps)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    first = 1
+    while 2 * first + 1 < min_steps:
+        first *= 2
+    finest = 1
+    while 2 * finest + 1 <= max_steps:
+        finest *= 2
+    if finest < 2 * first:
+        raise ValueError(
+            f"max_steps must be >= {2 * first + 1}, the gradient evaluations of the first check with "
+            f"min_steps {min_steps} (nested trapezoid grids have 2^k + 1 nodes), got {max_steps}"
+        )
+    return first, finest

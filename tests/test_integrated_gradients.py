@@ -8,6 +8,17 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mlflow_xai.adaptive import (
+    adaptive_integrated_gradients,
+    completeness_rel_error,
+    spearman_rank_correlation,
+    step_change_rel_l2,
+)
+from mlflow_xai.config import load_config
+from mlflow_xai.datasets import make_shapes
+from mlflow_xai.datasets.cnn import train_shapes_cnn
+from mlflow_xai.engine import audit
+from mlflow_xai.errors import ConfigError
 from mlflow_xai.methods.integrated_gradients import integrated_gradients
 from mlflow_xai.quadrature import RULES, nodes_and_weights
 
@@ -139,3 +150,209 @@ def test_gauss_legendre_converges_much_faster_on_smooth_model(
     assert errors[4] / errors[8] > 30
     assert errors[16] < 1e-9
     assert errors[8] < midpoint_16 / 100
+
+
+# --------------------------------------------------------------------------------------------------
+# Convergence measures
+
+
+def test_spearman_matches_scipy_with_ties() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    gen = torch.Generator().manual_seed(5)
+    a = torch.randint(0, 6, (4, 40), generator=gen).double()  # many ties
+    b = a + torch.randn(4, 40, generator=gen, dtype=DTYPE) * 2
+    b[:, :10] = 0.0
+    ours = spearman_rank_correlation(a, b)
+    for i in range(4):
+        expected = stats.spearmanr(a[i].numpy(), b[i].numpy()).statistic
+        assert float(ours[i]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_step_change_rel_l2() -> None:
+    fine = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, 0.0]], dtype=DTYPE)
+    coarse = torch.tensor([[3.0, 3.0], [0.0, 0.0], [1.0, 0.0]], dtype=DTYPE)
+    change = step_change_rel_l2(coarse, fine)
+    assert change[0] == pytest.approx(0.2)
+    assert change[1] == 0.0 and math.isinf(change[2])
+
+
+# --------------------------------------------------------------------------------------------------
+# Adaptive steps
+
+
+class _CountingOutput:
+    """An explained output that counts the path points it differentiates, per call."""
+
+    def __init__(self, f) -> None:
+        self.f = f
+        self.path_points = 0
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:
+            self.path_points += x.shape[0]
+        return self.f(x, target)
+
+
+def _kinked(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Linear along the path while x1 < 1; with x1 > 1 the gradient jumps at alpha = 1 / x1.
+    return torch.relu(x[:, 0] - 1.0) * 2.0 + x[:, 1]
+
+
+def test_adaptive_refines_only_unconverged_samples_and_reuses_every_gradient() -> None:
+    x = torch.tensor([[0.5, 1.0], [3.0, 1.0], [0.9, -2.0], [7.0, 0.5]], dtype=DTYPE)
+    f = _CountingOutput(_kinked)
+    result = adaptive_integrated_gradients(f, x, torch.zeros_like(x), torch.zeros(4, dtype=torch.long))
+    steps = result.steps.tolist()
+    # Samples 0 and 2 are linear along their paths: converged at the first check (4 -> 8 intervals).
+    assert steps[0] == steps[2] == 9
+    assert steps[1] > 9 and steps[3] > 9
+    assert result.converged.all()
+    # Nested grids: every evaluated point counts once, and a sample's count is its final grid.
+    assert f.path_points == sum(steps)
+    assert all(s - 1 & (s - 2) == 0 for s in steps)  # 2^k + 1 nodes
+    exact = torch.tensor([[0.0, 1.0], [4.0, 1.0], [0.0, -2.0], [12.0, 0.5]], dtype=DTYPE)
+    error = step_change_rel_l2(result.attributions, exact)
+    assert (error <= 0.02).all()
+    assert torch.allclose(result.attributions[[0, 2]], exact[[0, 2]], atol=1e-12)
+
+
+def test_adaptive_marks_samples_that_reach_max_steps_as_not_converged() -> None:
+    x = torch.tensor([[0.5, 1.0], [3.0, 1.0]], dtype=DTYPE)
+    result = adaptive_integrated_gradients(
+        _kinked,
+        x,
+        torch.zeros_like(x),
+        torch.zeros(2, dtype=torch.long),
+        step_change_tolerance=1e-9,
+        completeness_tolerance=1e-9,
+        max_steps=40,
+    )
+    assert result.converged.tolist() == [True, False]
+    assert result.steps.tolist() == [9, 33]
+    assert result.step_change_rel_l2[1] > 1e-9
+
+
+def test_adaptive_is_exact_on_a_linear_model_at_the_first_check() -> None:
+    linear = nn.Linear(5, 3).to(DTYPE)
+    x, baseline = _seeded(1, 4, 5), _seeded(2, 4, 5)
+    target = torch.tensor([0, 1, 2, 1])
+    result = adaptive_integrated_gradients(_target_column(linear), x, baseline, target, min_steps=3)
+    expected = (x - baseline) * linear.weight.detach()[target]
+    assert torch.allclose(result.attributions, expected, rtol=1e-6, atol=0.0)
+    assert result.steps.tolist() == [3, 3, 3, 3]
+
+
+def test_adaptive_meets_tolerances_on_smooth_model(smooth_mlp: nn.Module, smooth_reference) -> None:
+    x, baseline = _seeded(3, 8, 6), torch.zeros(8, 6, dtype=DTYPE)
+    target = torch.arange(8) % 3
+    result = adaptive_integrated_gradients(
+        _target_column(smooth_mlp), x, baseline, target, step_change_tolerance=1e-4
+    )
+    assert result.converged.all()
+    error = step_change_rel_l2(result.attributions, smooth_reference)
+    assert (error <= 1e-4).all()
+
+
+@pytest.fixture(scope="module")
+def trained_relu_cnn():
+    """A small ReLU CNN trained for a few seconds, and 12 held-out probe images (float32)."""
+    torch.set_num_threads(2)
+    model = train_shapes_cnn(make_shapes(384, size=16, seed=1), epochs=4, width=8)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x = torch.from_numpy(make_shapes(12, size=16, seed=2).images)
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    return model, x, target
+
+
+def test_adaptive_converged_samples_are_within_tolerance_of_an_independent_reference(
+    trained_relu_cnn,
+) -> None:
+    model, x, target = trained_relu_cnn
+    f, baseline = _target_column(model), torch.zeros_like(x)
+    result = adaptive_integrated_gradients(f, x, baseline, target)
+    # A different rule on a grid that shares no node with the nested trapezoid ones (but 1/2).
+    reference = integrated_gradients(
+        f, x, baseline, target, n_steps=1000, rule="midpoint", internal_batch_size=2048
+    )
+    assert result.converged.float().mean() >= 0.75, "too few converged samples for a real check"
+    ok = result.converged
+    error = step_change_rel_l2(result.attributions, reference)
+    assert (error[ok] <= 0.02).all(), error[ok]
+    with torch.no_grad():
+        gap = f(x, target) - f(baseline, target)
+    assert (completeness_rel_error(result.attributions, gap)[ok] <= 0.01).all()
+    assert (result.steps > 9).any(), "no sample needed refinement: the test would not see it"
+
+
+def _cancelling(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # The two kinked terms' quadrature errors cancel exactly in the sum: completeness looks perfect.
+    return torch.relu(x[:, 0] - 1.0) - torch.relu(x[:, 1] - 1.0) + x[:, 2]
+
+
+def test_adaptive_refines_on_step_change_when_completeness_hides_the_error() -> None:
+    x = torch.tensor([[3.0, 3.0, 1.0]], dtype=DTYPE)
+    result = adaptive_integrated_gradients(_cancelling, x, torch.zeros_like(x), torch.zeros(1).long())
+    assert float(result.completeness_rel_error[0]) < 1e-12
+    assert int(result.steps[0]) > 9
+    exact = torch.tensor([[2.0, -2.0, 1.0]], dtype=DTYPE)
+    assert float(step_change_rel_l2(result.attributions, exact)[0]) <= 0.02
+
+
+# --------------------------------------------------------------------------------------------------
+# Config and the method adapter
+
+
+def _ig_config(**ig) -> object:
+    return load_config({"methods": {"integrated_gradients": ig}})
+
+
+@pytest.mark.parametrize(
+    ("ig", "message"),
+    [
+        (
+            {"n_steps": "50"},
+            """methods.integrated_gradients.n_steps must be an integer >= 1 or 'auto', got "50\"""",
+        ),
+        ({"n_steps": 0}, "methods.integrated_gradients.n_steps must be an integer >= 1 or 'auto', got 0"),
+        ({"n_steps": "auto", "rule": "gauss_legendre"}, "does not apply with n_steps 'auto'"),
+        ({"n_steps": "auto", "min_steps": 8, "max_steps": 8}, "max_steps must be >= 9"),
+        ({"n_steps": "auto", "step_change_tolerance": -0.1}, "step_change_tolerance must be a number >= 0"),
+    ],
+)
+def test_ig_config_errors(ig: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _ig_config(**ig)
+    assert message in str(info.value)
+
+
+def test_auto_config_is_trapezoid_and_round_trips() -> None:
+    cfg = _ig_config(n_steps="auto").methods.integrated_gradients
+    assert (cfg.n_steps, cfg.rule, cfg.completeness_tolerance, cfg.step_change_tolerance) == (
+        "auto",
+        "trapezoid",
+        0.01,
+        0.02,
+    )
+    assert type(cfg).model_validate(cfg.model_dump(exclude={"baseline"})) == cfg
+
+
+@pytest.mark.parametrize("n_steps", ["auto", 16])
+def test_audit_reports_steps_and_convergence_per_sample(trained_relu_cnn, n_steps) -> None:
+    model, x, _ = trained_relu_cnn
+    ig = {"n_steps": n_steps} if n_steps == "auto" else {"n_steps": n_steps, "check_step_change": True}
+    report = audit(model, x.numpy(), {"methods": {"integrated_gradients": ig}, "batch_size": 5})
+    metrics = report.metrics()
+    prefix = "xai/integrated_gradients/"
+    for key in ("steps_mean", "steps_max", "step_change_rel_l2_p95", "step_change_spearman_mean"):
+        assert prefix + key in metrics
+    rows = report.per_sample_rows()
+    assert len(rows) == len(x)
+    if n_steps == "auto":
+        assert 0.0 <= metrics[prefix + "converged_fraction"] <= 1.0
+        assert all(isinstance(r["integrated_gradients/converged"], bool) for r in rows)
+        assert metrics[prefix + "steps_max"] > 9
+        assert metrics[prefix + "completeness_rel_error_max"] <= 0.01 + 1e-6
+    else:
+        assert metrics[prefix + "steps_mean"] == 48.0  # 16 + 32 evaluations

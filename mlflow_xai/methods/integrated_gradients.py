@@ -1,44 +1,25 @@
-"""Integrated Gradients with our own quadrature (exact on linear models for every rule)."""
+"""Integrated Gradients with our own quadrature (exact on linear models for every rule).
+
+A fixed ``n_steps`` integrates with the configured rule; ``n_steps: auto`` refines each sample on
+nested trapezoid grids until its accuracy is shown (see ``mlflow_xai.adaptive``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
+from mlflow_xai.adaptive import (
+    ExplainedOutput,
+    adaptive_integrated_gradients,
+    path_gradient_sum,
+    spearman_rank_correlation,
+    step_change_rel_l2,
+)
 from mlflow_xai.methods.base import Attribution, AttributionMethod, register
 from mlflow_xai.model import ModelHandle
 from mlflow_xai.quadrature import nodes_and_weights
 
-ExplainedOutput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def path_gradient_sum(
-    f: ExplainedOutput,
-    x: torch.Tensor,
-    baseline: torch.Tensor,
-    target: torch.Tensor,
-    nodes: torch.Tensor,
-    weights: torch.Tensor,
-    internal_batch_size: int,
-) -> torch.Tensor:
-    """sum_k w_k * dF/dx at x' + a_k (x - x'), per sample: shape of ``x``.
-
-    The (node, sample) pairs are flattened and evaluated ``internal_batch_size`` at a time, so one
-    forward/backward pass is as full as the budget allows whatever the batch and step counts.
-    """
-    batch = x.shape[0]
-    delta = x - baseline
-    grad_sum = torch.zeros_like(x)
-    total = nodes.numel() * batch
-    for start in range(0, total, internal_batch_size):
-        pair = torch.arange(start, min(start + internal_batch_size, total), device=x.device)
-        k, b = pair // batch, pair % batch
-        alpha = nodes[k].view(-1, *([1] * (x.ndim - 1)))
-        points = (baseline[b] + alpha * delta[b]).requires_grad_(True)
-        (grads,) = torch.autograd.grad(f(points, target[b]).sum(), points)
-        grad_sum.index_add_(0, b, grads * weights[k].view_as(alpha))
-    return grad_sum
+__all__ = ["ExplainedOutput", "IntegratedGradients", "integrated_gradients", "path_gradient_sum"]
 
 
 def integrated_gradients(
@@ -68,21 +49,66 @@ def make_baseline(config, x: torch.Tensor) -> torch.Tensor:
 
 @register("integrated_gradients")
 class IntegratedGradients(AttributionMethod):
+    """Per-sample extras: ``steps`` always; with ``n_steps: auto`` (or ``check_step_change``) also
+    ``step_change_rel_l2`` and ``step_change_spearman`` (n vs 2n); with auto also ``converged``."""
+
     has_completeness = True
 
     def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
         cfg = self.config
         baseline = make_baseline(cfg.baseline, x)
-        values = integrated_gradients(
+        if cfg.n_steps == "auto":
+            return self._adaptive(handle, x, baseline, target)
+        values = self._fixed(handle, x, baseline, target, cfg.n_steps)
+        batch = x.shape[0]
+        steps = torch.full((batch,), cfg.n_steps, dtype=torch.int64, device=x.device)
+        extras = {"steps": steps}
+        if cfg.check_step_change:
+            doubled = self._fixed(handle, x, baseline, target, 2 * cfg.n_steps)
+            extras["steps"] = steps * 3
+            extras["step_change_rel_l2"] = step_change_rel_l2(values, doubled)
+            extras["step_change_spearman"] = spearman_rank_correlation(values, doubled)
+        with torch.no_grad():
+            at_input = handle.explained(x, target)
+            at_baseline = handle.explained(baseline, target)
+        return Attribution(values.detach(), at_input, at_baseline, extras)
+
+    def _fixed(
+        self, handle: ModelHandle, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor, n: int
+    ) -> torch.Tensor:
+        cfg = self.config
+        return integrated_gradients(
             handle.explained,
             x,
             baseline,
             target,
-            n_steps=cfg.n_steps,
+            n_steps=n,
             rule=cfg.rule,
+            internal_batch_size=cfg.internal_batch_size,
+        ).detach()
+
+    def _adaptive(
+        self, handle: ModelHandle, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor
+    ) -> Attribution:
+        cfg = self.config
+        result = adaptive_integrated_gradients(
+            handle.explained,
+            x,
+            baseline,
+            target,
+            completeness_tolerance=cfg.completeness_tolerance,
+            step_change_tolerance=cfg.step_change_tolerance,
+            min_steps=cfg.min_steps,
+            max_steps=cfg.max_steps,
             internal_batch_size=cfg.internal_batch_size,
         )
         with torch.no_grad():
             at_input = handle.explained(x, target)
             at_baseline = handle.explained(baseline, target)
-        return Attribution(values.detach(), at_input, at_baseline)
+        extras = {
+            "steps": result.steps,
+            "step_change_rel_l2": result.step_change_rel_l2,
+            "step_change_spearman": result.step_change_spearman,
+            "converged": result.converged,
+        }
+        return Attribution(result.attributions.detach(), at_input, at_baseline, extras)
