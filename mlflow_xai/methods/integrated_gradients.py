@@ -15,6 +15,7 @@ from mlflow_xai.adaptive import (
     spearman_rank_correlation,
     step_change_rel_l2,
 )
+from mlflow_xai.baselines import make_baseline
 from mlflow_xai.methods.base import Attribution, AttributionMethod, register
 from mlflow_xai.model import ModelHandle
 from mlflow_xai.quadrature import nodes_and_weights
@@ -41,22 +42,17 @@ def integrated_gradients(
     return (x - baseline) * grads
 
 
-def make_baseline(config, x: torch.Tensor) -> torch.Tensor:
-    if config.kind == "constant":
-        return torch.full_like(x, config.value)
-    return torch.zeros_like(x)
-
-
 @register("integrated_gradients")
 class IntegratedGradients(AttributionMethod):
     """Per-sample extras: ``steps`` always; with ``n_steps: auto`` (or ``check_step_change``) also
     ``step_change_rel_l2`` and ``step_change_spearman`` (n vs 2n); with auto also ``converged``."""
 
     has_completeness = True
+    probe_mean: torch.Tensor | None = None  # set by the engine for `baseline: probe_mean`
 
     def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
         cfg = self.config
-        baseline = make_baseline(cfg.baseline, x)
+        baseline = make_baseline(cfg.baseline, x, probe_mean=self.probe_mean)
         if cfg.n_steps == "auto":
             return self._adaptive(handle, x, baseline, target)
         values = self._fixed(handle, x, baseline, target, cfg.n_steps)
