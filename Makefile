@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mlflow-xai demo
 
 test: $(STAMP)
-	$(PY) -m ruff check mlflow_xai tests examples benchmarks
+	$(PY) -m ruff check mlflow_xai tests examples $(wildcard benchmarks)
 	$(PY) -m pytest
 
 bench: $(STAMP)
