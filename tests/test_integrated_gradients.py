@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -19,6 +20,7 @@ from mlflow_xai.datasets import make_shapes
 from mlflow_xai.datasets.cnn import train_shapes_cnn
 from mlflow_xai.engine import audit
 from mlflow_xai.errors import ConfigError
+from mlflow_xai.ig_plots import FIGURES, ig_convergence_figures, ig_path_profiles
 from mlflow_xai.methods.integrated_gradients import integrated_gradients
 from mlflow_xai.quadrature import RULES, nodes_and_weights
 
@@ -356,3 +358,37 @@ def test_audit_reports_steps_and_convergence_per_sample(trained_relu_cnn, n_step
         assert metrics[prefix + "completeness_rel_error_max"] <= 0.01 + 1e-6
     else:
         assert metrics[prefix + "steps_mean"] == 48.0  # 16 + 32 evaluations
+
+
+# --------------------------------------------------------------------------------------------------
+# Convergence figures
+
+
+def test_path_profiles_match_trapezoid_ig_and_the_path(smooth_mlp: nn.Module) -> None:
+    x, baseline = _seeded(3, 3, 6), torch.zeros(3, 6, dtype=DTYPE)
+    target = torch.arange(3)
+    f = _target_column(smooth_mlp)
+    profiles = ig_path_profiles(f, x, baseline, target, max_steps=40, internal_batch_size=7)
+    assert profiles.steps.tolist() == [3, 5, 9, 17, 33]
+    assert profiles.outputs.shape == profiles.grad_magnitude.shape == (3, 33)
+    with torch.no_grad():
+        at_half = f(0.5 * x, target).numpy()
+    assert np.allclose(profiles.outputs[:, 16], at_half, rtol=1e-12)
+    for column, steps in enumerate(profiles.steps.tolist()):
+        attr = integrated_gradients(f, x, baseline, target, n_steps=steps, rule="trapezoid")
+        with torch.no_grad():
+            gap = f(x, target) - f(baseline, target)
+        expected = completeness_rel_error(attr, gap).numpy()
+        assert np.allclose(profiles.completeness_rel_error[:, column], expected, rtol=1e-9, atol=1e-15)
+
+
+def test_convergence_figures_are_png_files(trained_relu_cnn, tmp_path) -> None:
+    model, x, target = trained_relu_cnn
+    profiles = ig_path_profiles(
+        _target_column(model), x[:3], torch.zeros_like(x[:3]), target[:3], ids=["a", "b", "c"], max_steps=65
+    )
+    paths = ig_convergence_figures(profiles, tmp_path / "plots")
+    assert [p.name for p in paths] == list(FIGURES)
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size > 5000
