@@ -153,11 +153,45 @@ class OcclusionConfig(_Strict):
         return self
 
 
+# The Captum-backed methods' parameter models live in their own module, which builds on the classes
+# above (import order: this module first; it loads method_configs here, before MethodsConfig needs it).
+from mlflow_xai.method_configs import (  # noqa: E402
+    DeconvolutionConfig,
+    DeepLiftConfig,
+    DeepLiftShapConfig,
+    FeatureAblationConfig,
+    GradientShapConfig,
+    GuidedBackpropConfig,
+    GuidedGradCamConfig,
+    InputXGradientConfig,
+    KernelShapConfig,
+    LayerGradCamConfig,
+    LimeConfig,
+    NoiseTunnelConfig,
+    SaliencyConfig,
+    ShapleyValueSamplingConfig,
+)
+
+
 class MethodsConfig(_Strict):
     """A method runs when its key is present; its value holds the method's parameters."""
 
     integrated_gradients: IntegratedGradientsConfig | None = None
     occlusion: OcclusionConfig | None = None
+    saliency: SaliencyConfig | None = None
+    input_x_gradient: InputXGradientConfig | None = None
+    gradient_shap: GradientShapConfig | None = None
+    deeplift: DeepLiftConfig | None = None
+    deeplift_shap: DeepLiftShapConfig | None = None
+    guided_backprop: GuidedBackpropConfig | None = None
+    deconvolution: DeconvolutionConfig | None = None
+    guided_gradcam: GuidedGradCamConfig | None = None
+    layer_gradcam: LayerGradCamConfig | None = None
+    feature_ablation: FeatureAblationConfig | None = None
+    shapley_value_sampling: ShapleyValueSamplingConfig | None = None
+    kernel_shap: KernelShapConfig | None = None
+    lime: LimeConfig | None = None
+    noise_tunnel: NoiseTunnelConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
