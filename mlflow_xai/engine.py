@@ -5,7 +5,10 @@ Nothing here touches MLflow; the engine runs and is tested without a tracking se
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,66 +60,82 @@ def audit(
     mask_dtype = np.dtype(cfg.artifacts.mask_dtype)
     predictions = np.empty(n, dtype=np.int64)
     targets = np.empty(n, dtype=np.int64)
-    attributions = {name: np.empty((n, *probe.input_shape), dtype=mask_dtype) for name in methods}
-    at_input = {name: np.full(n, np.nan) for name, m in methods.items() if m.has_completeness}
-    at_baseline = {name: np.full(n, np.nan) for name in at_input}
-    attribution_sum = {name: np.full(n, np.nan) for name in at_input}
-    seconds = dict.fromkeys(methods, 0.0)
-    extras: dict[str, dict[str, np.ndarray]] = {name: {} for name in methods}
-
-    with audit_mode(model), _on_device(model, device):
-        dtype = _input_dtype(model)
-        _check_fits(handle, probe, dtype)
-        for batch in probe.batches(cfg.batch_size):
-            x = torch.from_numpy(batch.inputs).to(device=device, dtype=dtype)
-            rows = slice(batch.start, batch.start + len(x))
-            with torch.no_grad():
-                scores = handle.scores(x)
-            predicted = scores.argmax(dim=1)
-            target = _resolve_target(cfg.target, predicted, batch.labels, scores.shape[1], device)
-            predictions[rows] = predicted.cpu().numpy()
-            targets[rows] = target.cpu().numpy()
-            for name, method in methods.items():
-                started = time.perf_counter()
-                result = method.attribute(handle, x, target)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                seconds[name] += time.perf_counter() - started
-                attributions[name][rows] = result.values.float().cpu().numpy()
-                for key, value in result.extras.items():
-                    column = extras[name].get(key)
-                    if column is None:
-                        column = extras[name][key] = np.zeros(n, dtype=value.cpu().numpy().dtype)
-                    column[rows] = value.detach().cpu().numpy()
-                if name in at_input:
-                    flat = result.values.detach().reshape(len(x), -1)
-                    attribution_sum[name][rows] = flat.double().sum(dim=1).cpu().numpy()
-                    at_input[name][rows] = result.output_at_input.double().cpu().numpy()
-                    at_baseline[name][rows] = result.output_at_baseline.double().cpu().numpy()
-
-    completeness_cfg = cfg.checks.completeness
-    results = {}
-    for name in methods:
-        completeness = None
-        if name in at_input:
-            completeness = CompletenessResult.compute(
-                attribution_sum[name],
-                at_input[name],
-                at_baseline[name],
-                tolerance=completeness_cfg.tolerance,
-                degenerate_floor=completeness_cfg.degenerate_floor,
+    # Attributions stream to memory-mapped files, so memory does not grow with the probe set.
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-xai-attr-"))
+    try:
+        attributions = {
+            name: np.lib.format.open_memmap(
+                workdir / f"{name}.npy", mode="w+", dtype=mask_dtype, shape=(n, *probe.input_shape)
             )
-        results[name] = MethodResult(name, attributions[name], seconds[name], completeness, extras[name])
-    return AuditReport(
-        config=cfg,
-        probe=probe,
-        probe_sha256=probe.sha256(),
-        predictions=predictions,
-        targets=targets,
-        methods=results,
-        device=str(device),
-        exported_model=handle.exported,
-    )
+            for name in methods
+        }
+        at_input = {name: np.full(n, np.nan) for name, m in methods.items() if m.has_completeness}
+        at_baseline = {name: np.full(n, np.nan) for name in at_input}
+        attribution_sum = {name: np.full(n, np.nan) for name in at_input}
+        seconds = dict.fromkeys(methods, 0.0)
+        extras: dict[str, dict[str, np.ndarray]] = {name: {} for name in methods}
+
+        with audit_mode(model), _on_device(model, device):
+            dtype = _input_dtype(model)
+            _check_fits(handle, probe, dtype)
+            for batch in probe.batches(cfg.batch_size):
+                x = torch.from_numpy(batch.inputs).to(device=device, dtype=dtype)
+                rows = slice(batch.start, batch.start + len(x))
+                with torch.no_grad():
+                    scores = handle.scores(x)
+                predicted = scores.argmax(dim=1)
+                target = _resolve_target(cfg.target, predicted, batch.labels, scores.shape[1], device)
+                predictions[rows] = predicted.cpu().numpy()
+                targets[rows] = target.cpu().numpy()
+                for name, method in methods.items():
+                    started = time.perf_counter()
+                    result = method.attribute(handle, x, target)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    seconds[name] += time.perf_counter() - started
+                    attributions[name][rows] = result.values.float().cpu().numpy()
+                    for key, value in result.extras.items():
+                        column = extras[name].get(key)
+                        if column is None:
+                            column = extras[name][key] = np.zeros(n, dtype=value.cpu().numpy().dtype)
+                        column[rows] = value.detach().cpu().numpy()
+                    if name in at_input:
+                        flat = result.values.detach().reshape(len(x), -1)
+                        attribution_sum[name][rows] = flat.double().sum(dim=1).cpu().numpy()
+                        at_input[name][rows] = result.output_at_input.double().cpu().numpy()
+                        at_baseline[name][rows] = result.output_at_baseline.double().cpu().numpy()
+
+        completeness_cfg = cfg.checks.completeness
+        results = {}
+        for name in methods:
+            completeness = None
+            if name in at_input:
+                completeness = CompletenessResult.compute(
+                    attribution_sum[name],
+                    at_input[name],
+                    at_baseline[name],
+                    tolerance=completeness_cfg.tolerance,
+                    degenerate_floor=completeness_cfg.degenerate_floor,
+                )
+            results[name] = MethodResult(name, attributions[name], seconds[name], completeness, extras[name])
+        for array in attributions.values():
+            array.flush()
+        report = AuditReport(
+            config=cfg,
+            probe=probe,
+            probe_sha256=probe.sha256(),
+            predictions=predictions,
+            targets=targets,
+            methods=results,
+            device=str(device),
+            exported_model=handle.exported,
+        )
+        # The files live as long as the report that reads them.
+        weakref.finalize(report, shutil.rmtree, workdir, ignore_errors=True)
+        return report
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)  # an interrupted audit leaves nothing behind
+        raise
 
 
 @contextmanager

@@ -118,3 +118,21 @@ def test_probe_hash_covers_every_value():
     y[-1, -1] += 1.0
     assert ProbeSet(y).sha256() != a
     assert ProbeSet(x.copy()).sha256() == a
+
+
+def test_attributions_stream_to_disk_and_failures_leave_nothing(small_cnn, tmp_path, monkeypatch):
+    import gc
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    x = np.zeros((3, 3, 16, 16), np.float32)
+    with pytest.raises(ProbeError, match="target class 9 is out of range"):
+        audit(small_cnn, ProbeSet(x, np.array([0, 1, 9])), {**FAST, "target": "label"})
+    assert list(tmp_path.glob("mlflow-xai-attr-*")) == []
+    report = audit(small_cnn, x, FAST)
+    attributions = report.methods["integrated_gradients"].attributions
+    assert isinstance(attributions, np.memmap) and attributions.shape == (3, 3, 16, 16)
+    assert len(list(tmp_path.glob("mlflow-xai-attr-*"))) == 1
+    del report, attributions
+    gc.collect()
+    assert list(tmp_path.glob("mlflow-xai-attr-*")) == []
