@@ -6,6 +6,8 @@ A method added to the registry is covered automatically: it runs with its defaul
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -323,3 +325,36 @@ def test_seed_changes_random_methods():
     _, first, _ = run("kernel_shap", PARAMS["kernel_shap"], model, x)
     _, second, _ = run("kernel_shap", {**PARAMS["kernel_shap"], "seed": 1}, model, x)
     assert not torch.equal(first.values, second.values)
+
+
+# --------------------------------------------------------------------------------------------------
+# The shipped configs: each loads and runs on a freshly trained example model.
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED_CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def shapes_model_and_probe():
+    from mlflow_xai.datasets import make_shapes
+    from mlflow_xai.datasets.cnn import train_shapes_cnn
+
+    train = make_shapes(64, seed=0)
+    probe = make_shapes(8, seed=1)
+    return train_shapes_cnn(train, epochs=1, batch_size=32, width=8), probe
+
+
+def test_the_shipped_configs_are_there():
+    assert {p.name for p in SHIPPED_CONFIGS} >= {"default.yaml", "review.yaml", "ci-gate.yaml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=[p.name for p in SHIPPED_CONFIGS])
+def test_shipped_config_runs(path, shapes_model_and_probe):
+    model, probe = shapes_model_and_probe
+    config = load_config(path, max_samples=4)
+    report = audit(model, probe.images, config, labels=probe.labels)
+    assert set(report.methods) == set(config.methods.enabled())
+    for result in report.methods.values():
+        assert result.attributions.shape == (4, *probe.images.shape[1:])
+        assert np.isfinite(np.asarray(result.attributions, dtype=np.float64)).all()
+    assert _hooks_left(model) == []

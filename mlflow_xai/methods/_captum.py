@@ -63,6 +63,7 @@ def quiet_captum() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Input Tensor .* did not already require gradients")
         warnings.filterwarnings("ignore", message="Setting forward, backward hooks and attributes")
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
         warnings.filterwarnings("ignore", message="You are providing multiple inputs for Lime")
         yield
 
