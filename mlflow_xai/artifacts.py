@@ -10,6 +10,7 @@ import numpy as np
 
 from mlflow_xai._version import __version__
 from mlflow_xai.config import dump_config
+from mlflow_xai.ig_plots import ig_convergence_figures
 from mlflow_xai.report import AuditReport
 from mlflow_xai.viz import attribution_sheet, is_image_shape
 
@@ -39,6 +40,13 @@ def write_artifacts(report: AuditReport, folder: str | Path) -> Path:
                 captions=captions,
                 masks=None if probe.masks is None else probe.masks[:k],
             )
+    if report.ig_profiles is not None:
+        ig_convergence_figures(
+            report.ig_profiles,
+            folder / "integrated_gradients",
+            completeness_tolerance=report.config.checks.completeness.tolerance,
+            output_label=f"{report.config.output} of the target class",
+        )
     rows = report.per_sample_rows()
     with open(folder / "per_sample.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from mlflow_xai.baselines import make_baseline
 from mlflow_xai.checks import CompletenessResult
 from mlflow_xai.config import AuditConfig, load_config
 from mlflow_xai.errors import ModelError, ProbeError
+from mlflow_xai.ig_plots import IGPathProfiles, ig_path_profiles
 from mlflow_xai.methods import build
 from mlflow_xai.model import ModelHandle, audit_mode, resolve_device
 from mlflow_xai.probe import ProbeSet
@@ -56,6 +58,11 @@ def audit(
             method.attribute(handle, torch.empty(0), torch.empty(0))  # raises the refusal message
 
     torch.manual_seed(cfg.seed)
+    if _needs_probe_mean(cfg.model_dump()):
+        mean = torch.from_numpy(_probe_mean(probe)).to(device)
+        for method in methods.values():
+            target_obj = getattr(method, "inner", method)  # noise_tunnel reads its inner method's
+            target_obj.probe_mean = mean
     n = len(probe)
     mask_dtype = np.dtype(cfg.artifacts.mask_dtype)
     predictions = np.empty(n, dtype=np.int64)
@@ -104,6 +111,7 @@ def audit(
                         attribution_sum[name][rows] = flat.double().sum(dim=1).cpu().numpy()
                         at_input[name][rows] = result.output_at_input.double().cpu().numpy()
                         at_baseline[name][rows] = result.output_at_baseline.double().cpu().numpy()
+            ig_profiles = _ig_profiles(methods, handle, probe, targets, dtype, cfg.artifacts.sheet_samples)
 
         completeness_cfg = cfg.checks.completeness
         results = {}
@@ -129,6 +137,7 @@ def audit(
             methods=results,
             device=str(device),
             exported_model=handle.exported,
+            ig_profiles=ig_profiles,
         )
         # The files live as long as the report that reads them.
         weakref.finalize(report, shutil.rmtree, workdir, ignore_errors=True)
@@ -192,3 +201,38 @@ def _resolve_target(
         bad = int(target.max()) if int(target.max()) >= num_classes else int(target.min())
         raise ProbeError(f"target class {bad} is out of range: the model has {num_classes} classes")
     return target
+
+
+def _needs_probe_mean(tree: Any) -> bool:
+    if isinstance(tree, dict):
+        return tree.get("kind") == "probe_mean" or any(_needs_probe_mean(v) for v in tree.values())
+    return False
+
+
+def _probe_mean(probe: ProbeSet, chunk: int = 1024) -> np.ndarray:
+    """The mean input of the probe set, accumulated in float64 chunk by chunk."""
+    total = np.zeros(probe.input_shape, dtype=np.float64)
+    for start in range(0, len(probe), chunk):
+        total += probe.inputs[start : start + chunk].sum(axis=0, dtype=np.float64)
+    return (total / len(probe)).astype(np.float32)
+
+
+def _ig_profiles(
+    methods: dict[str, Any],
+    handle: ModelHandle,
+    probe: ProbeSet,
+    targets: np.ndarray,
+    dtype: torch.dtype,
+    count: int,
+) -> IGPathProfiles | None:
+    """F and |dF/dx| along the path, and completeness against steps, for the first few samples."""
+    ig = methods.get("integrated_gradients")
+    count = min(count, 4, len(probe))
+    if ig is None or count == 0:
+        return None
+    x = torch.from_numpy(np.ascontiguousarray(probe.inputs[:count])).to(handle.device, dtype)
+    baseline = make_baseline(ig.config.baseline, x, probe_mean=ig.probe_mean)
+    target = torch.from_numpy(targets[:count]).to(handle.device)
+    return ig_path_profiles(
+        handle.explained, x, baseline, target, ids=probe.ids[:count].tolist(), max_steps=257
+    )

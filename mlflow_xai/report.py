@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,7 @@ class AuditReport:
     methods: dict[str, MethodResult]
     device: str
     exported_model: bool
+    ig_profiles: Any = None  # IGPathProfiles of the first samples, for the convergence figures
 
     def metrics(self) -> dict[str, float]:
         """Every metric, named ``xai/<method>/<quantity>_<stat>``, as plain Python floats."""

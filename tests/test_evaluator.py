@@ -88,6 +88,9 @@ def test_evaluate_logs_metrics_once_and_artifacts(
             assert masks["ids"].tolist() == [f"{i:06d}" for i in range(10)]
         with open(f"{local}/{method}/sheet.png", "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    for figure in ("ig_completeness_vs_steps", "ig_output_along_path", "ig_gradient_along_path"):
+        with open(f"{local}/integrated_gradients/{figure}.png", "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     summary = json.loads(open(f"{local}/summary.json").read())
     assert summary["metrics"] == pytest.approx(result.metrics)
     assert summary["exported_model"] is (serialization_format == "pt2")
