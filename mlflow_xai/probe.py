@@ -1,8 +1,17 @@
-"""The probe set: the held-out inputs an audit explains, with stable ids and a content hash."""
+"""The probe set: the held-out inputs an audit explains, with stable ids and a content hash.
+
+A probe set may be larger than memory. Its arrays may be memory-mapped (a ``.npy`` file, or the spill
+file a loader streams a Dataset into), so everything here reads them in row chunks: validation,
+hashing and sampling never hold more than ``CHUNK_ROWS`` samples at once.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import mmap
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from mlflow_xai.errors import ProbeError
+
+CHUNK_ROWS = 1024  # samples read at once by validation, hashing and copying
+SAMPLINGS = ("first", "random", "stratified")
 
 
 @dataclass(frozen=True)
@@ -22,12 +34,16 @@ class ProbeBatch:
 
 @dataclass(frozen=True)
 class ProbeSet:
-    """Inputs in the model's input space, optional labels and ground-truth masks, stable ids."""
+    """Inputs in the model's input space, optional labels and ground-truth masks, stable ids.
+
+    ``feature_names`` names the columns of tabular inputs of shape (N, F).
+    """
 
     inputs: np.ndarray
     labels: np.ndarray | None = None
     masks: np.ndarray | None = None
     ids: np.ndarray | None = None
+    feature_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         x = self.inputs
@@ -42,10 +58,13 @@ class ProbeSet:
         if not np.issubdtype(x.dtype, np.floating):
             raise ProbeError(
                 f"probe inputs must be floating point in the model's input space, got {x.dtype}; "
-                "scale integer images to floats (e.g. uint8 / 255) before auditing"
+                "scale integer images to floats (e.g. uint8 / 255) before auditing, or declare "
+                "the scale in the config (probe: {preprocess: {scale: 255}})"
             )
-        if not np.isfinite(x).all():
-            bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+        bad = sum(
+            int((~np.isfinite(chunk)).reshape(len(chunk), -1).any(axis=1).sum()) for chunk in _chunks(x)
+        )
+        if bad:
             raise ProbeError(f"probe inputs contain NaN or Inf in {bad} sample(s); all values must be finite")
         n = len(x)
         if self.labels is not None:
@@ -57,13 +76,17 @@ class ProbeSet:
                 )
             object.__setattr__(self, "labels", labels.astype(np.int64))
         if self.masks is not None:
-            masks = np.asarray(self.masks)
-            if len(masks) != n or masks.shape[1:] != x.shape[-masks.ndim + 1 :]:
+            masks = self.masks if isinstance(self.masks, np.ndarray) else np.asarray(self.masks)
+            if masks.ndim < 2 or len(masks) != n or masks.shape[1:] != x.shape[-masks.ndim + 1 :]:
                 raise ProbeError(
                     f"probe masks must have shape ({n}, ...) matching the trailing axes of the inputs "
                     f"{x.shape}, got {masks.shape}"
                 )
-            object.__setattr__(self, "masks", masks.astype(bool))
+            if masks.dtype != bool:
+                if not (np.issubdtype(masks.dtype, np.integer) or masks.dtype == bool):
+                    raise ProbeError(f"probe masks must be boolean or 0/1 integers, got {masks.dtype}")
+                masks = masks.astype(bool)
+            object.__setattr__(self, "masks", masks)
         if self.ids is None:
             object.__setattr__(self, "ids", np.array([f"{i:06d}" for i in range(n)]))
         else:
@@ -73,6 +96,16 @@ class ProbeSet:
             if len(set(ids.tolist())) != n:
                 raise ProbeError("probe ids must be unique")
             object.__setattr__(self, "ids", ids)
+        if self.feature_names is not None:
+            names = tuple(str(name) for name in self.feature_names)
+            if x.ndim != 2 or len(names) != x.shape[1]:
+                raise ProbeError(
+                    f"feature_names must name each column of tabular inputs (N, F): got {len(names)} "
+                    f"names for inputs of shape {x.shape}"
+                )
+            if len(set(names)) != len(names):
+                raise ProbeError("feature_names must be unique")
+            object.__setattr__(self, "feature_names", names)
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -82,65 +115,244 @@ class ProbeSet:
         return tuple(self.inputs.shape[1:])
 
     def batches(self, batch_size: int) -> Iterator[ProbeBatch]:
+        """Consecutive batches; only the current one is read from a memory-mapped probe set."""
         for start in range(0, len(self), batch_size):
             stop = start + batch_size
             yield ProbeBatch(
                 start=start,
-                inputs=np.ascontiguousarray(self.inputs[start:stop]),
+                inputs=np.array(self.inputs[start:stop]),  # a copy, never a view of the mapped file
                 labels=None if self.labels is None else self.labels[start:stop],
                 ids=self.ids[start:stop],
             )
+            release_pages(self.inputs)
 
     def head(self, n: int) -> ProbeSet:
-        """The first ``n`` samples (``max_samples``)."""
+        """The first ``n`` samples."""
+        return self.sample(n)
+
+    def sample(self, n: int, how: str = "first", seed: int = 0) -> ProbeSet:
+        """At most ``n`` samples, keeping their ids and their order in the probe set.
+
+        ``first`` takes the first ``n``; ``random`` draws ``n`` without replacement; ``stratified``
+        draws from each label in proportion to its share (largest remainders, at least one per label
+        when ``n`` allows), so a small sample still covers every class. Both draws are seeded.
+        """
+        if how not in SAMPLINGS:
+            raise ProbeError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {how!r}")
         if n >= len(self):
             return self
-        return ProbeSet(
-            self.inputs[:n],
-            None if self.labels is None else self.labels[:n],
-            None if self.masks is None else self.masks[:n],
-            self.ids[:n],
+        if how == "first":
+            index = np.arange(n)
+        elif how == "random":
+            index = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        else:
+            if self.labels is None:
+                raise ProbeError("sampling 'stratified' needs probe labels, but the probe set has none")
+            index = stratified_index(self.labels, n, seed)
+        return self.take(index)
+
+    def take(self, index: np.ndarray) -> ProbeSet:
+        """The samples at ``index`` (sorted positions), copied; a mapped probe set spills to disk."""
+        index = np.asarray(index, dtype=np.int64)
+        if index.size and np.array_equal(index, np.arange(len(index))):
+            rows: slice | np.ndarray = slice(0, len(index))
+        else:
+            rows = index
+        inputs = _take_rows(self.inputs, rows)
+        masks = None if self.masks is None else _take_rows(self.masks, rows)
+        subset = ProbeSet(
+            inputs,
+            None if self.labels is None else self.labels[rows],
+            masks,
+            self.ids[rows],
+            self.feature_names,
         )
+        for array in (inputs, masks):
+            keep_alive(subset, array)
+        return subset
 
     def sha256(self) -> str:
-        """A hash of every value in the probe set (MLflow's own digest samples only the first rows)."""
+        """A hash of every value in the probe set (MLflow's own digest samples only the first rows).
+
+        Inputs, labels, masks and ids are hashed in row chunks, so a memory-mapped probe set is
+        never read whole into memory.
+        """
         digest = hashlib.sha256()
-        for name, array in (("inputs", self.inputs), ("labels", self.labels), ("ids", self.ids)):
+        arrays = (("inputs", self.inputs), ("labels", self.labels), ("masks", self.masks), ("ids", self.ids))
+        for name, array in arrays:
             if array is None:
                 continue
-            array = np.ascontiguousarray(array)
             digest.update(f"{name}:{array.dtype.str}:{array.shape};".encode())
-            if array.dtype.kind == "U":
-                digest.update("\x00".join(array.tolist()).encode())
-            else:
-                # Hash in slices so that a memory-mapped probe set is never read whole into memory.
-                for chunk in np.array_split(array.reshape(len(array), -1), max(1, len(array) // 1024)):
+            for chunk in _chunks(array):
+                if array.dtype.kind == "U":
+                    digest.update(("\x00".join(chunk.tolist()) + "\x00").encode())
+                else:
                     digest.update(np.ascontiguousarray(chunk).tobytes())
+            release_pages(array)
+        if self.feature_names is not None:
+            digest.update(("feature_names:" + "\x00".join(self.feature_names)).encode())
         return digest.hexdigest()
 
     @classmethod
     def from_npz(cls, path: str | Path) -> ProbeSet:
-        """Load ``inputs`` (or ``x``/``images``), and optional ``labels``/``y``, ``masks``, ``ids``."""
-        path = Path(path)
-        if not path.is_file():
-            raise ProbeError(f"probe file {str(path)!r} does not exist")
-        if path.suffix == ".npy":
-            return cls(np.load(path, allow_pickle=False))
-        if path.suffix != ".npz":
-            raise ProbeError(f"probe file {str(path)!r} must be .npz or .npy")
-        with np.load(path, allow_pickle=False) as data:
-            keys = set(data.files)
+        """Load a ``.npz`` or ``.npy`` probe file as it is (no preprocessing); see ``load_npz``."""
+        return load_npz(path)
 
-            def pick(*names: str) -> np.ndarray | None:
-                for name in names:
-                    if name in keys:
-                        return data[name]
-                return None
 
-            inputs = pick("inputs", "x", "images")
-            if inputs is None:
-                raise ProbeError(
-                    f"probe file {str(path)!r} has arrays {sorted(keys)}; it needs one named "
-                    "'inputs' (or 'x' or 'images'), with optional 'labels', 'masks' and 'ids'"
-                )
-            return cls(inputs, pick("labels", "y"), pick("masks"), pick("ids"))
+def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
+    """A ``.npy`` file of inputs (memory-mapped), or a ``.npz`` with ``inputs`` (or ``x``/``images``)
+    and optional ``labels``/``y``, ``masks``, ``ids`` and ``feature_names``.
+
+    A ``.npz`` member cannot be mapped (it may be compressed): it is read once, in full. Use a
+    ``.npy`` file for a probe set larger than memory.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProbeError(f"probe file {str(path)!r} does not exist")
+    if path.suffix == ".npy":
+        try:
+            inputs = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except ValueError as exc:
+            raise ProbeError(f"probe file {str(path)!r} is not a plain numeric .npy array: {exc}") from None
+        return ProbeSet(inputs)
+    if path.suffix != ".npz":
+        raise ProbeError(f"probe file {str(path)!r} must be .npz or .npy")
+    with np.load(path, allow_pickle=False) as data:
+        keys = set(data.files)
+
+        def pick(*names: str) -> np.ndarray | None:
+            for name in names:
+                if name in keys:
+                    return data[name]
+            return None
+
+        inputs = pick("inputs", "x", "images")
+        if inputs is None:
+            raise ProbeError(
+                f"probe file {str(path)!r} has arrays {sorted(keys)}; it needs one named "
+                "'inputs' (or 'x' or 'images'), with optional 'labels', 'masks', 'ids' and 'feature_names'"
+            )
+        names = pick("feature_names")
+        return ProbeSet(
+            inputs, pick("labels", "y"), pick("masks"), pick("ids"), None if names is None else tuple(names)
+        )
+
+
+def stratified_index(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted positions of ``n`` samples drawn per label in proportion to the label's count."""
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts * n / counts.sum()
+    quota = np.floor(share).astype(np.int64)
+    if n >= len(classes):
+        quota = np.maximum(quota, 1)  # every class present when there is room for it
+    # Hand out what is left by largest remainder (ties to the more frequent class), then trim any excess.
+    while quota.sum() < n:
+        room = np.where(quota < counts, share - quota, -np.inf)
+        quota[int(np.argmax(room))] += 1
+    while quota.sum() > n:
+        over = np.where(quota > 1, quota - share, -np.inf)
+        quota[int(np.argmax(over))] -= 1
+    rng = np.random.default_rng(seed)
+    picked = [
+        rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False)
+        for c, q in zip(classes, quota, strict=True)
+    ]
+    return np.sort(np.concatenate(picked))
+
+
+# --------------------------------------------------------------------------------------------------
+# Arrays that may live on disk
+
+
+def _chunks(array: np.ndarray, rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
+    for start in range(0, len(array), rows):
+        yield array[start : start + rows]
+
+
+def release_pages(array: np.ndarray | None) -> None:
+    """Drop the pages of a memory-mapped array from this process's resident set.
+
+    The data stays in the operating system's page cache (or in the file, for written pages of a
+    shared mapping), so a later read costs a page fault, not a disk read. Without this, reading a
+    mapped file through once keeps all of it resident and memory grows with the probe set.
+    """
+    mm = getattr(array, "_mmap", None)  # numpy's memmap (and its views) keep their mmap here
+    if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        mm.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError):  # closed or not supported: the pages simply stay resident
+        pass
+
+
+def keep_alive(owner: object, array: np.ndarray | None) -> None:
+    """Delete ``array``'s spill directory once ``owner`` (and the array) are gone."""
+    directory = getattr(array, "spill_dir", None) if array is not None else None
+    if directory is not None:
+        weakref.finalize(owner, shutil.rmtree, directory, ignore_errors=True)
+
+
+class SpillArray(np.memmap):
+    """A memory-mapped array in a temporary directory that a ``keep_alive`` owner cleans up."""
+
+    spill_dir: Path | None = None
+
+
+class SpillWriter:
+    """Append rows of one shape and dtype to a file on disk, then map them as one array.
+
+    Memory stays at one chunk whatever the number of rows, and the number need not be known in
+    advance (an iterable Dataset has no length).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="mlflow-xai-probe-"))
+        self.path = self.dir / f"{name}.bin"
+        self._file = self.path.open("wb")
+        self.rows = 0
+        self.row_shape: tuple[int, ...] | None = None
+        self.dtype: np.dtype | None = None
+
+    def append(self, rows: np.ndarray, what: str = "sample") -> None:
+        rows = np.ascontiguousarray(rows)
+        if self.row_shape is None:
+            self.row_shape, self.dtype = tuple(rows.shape[1:]), rows.dtype
+        elif tuple(rows.shape[1:]) != self.row_shape or rows.dtype != self.dtype:
+            raise ProbeError(
+                f"every probe {what} must have the same shape and dtype: sample {self.rows} has "
+                f"{list(rows.shape[1:])} of {rows.dtype}, the first had {list(self.row_shape)} of "
+                f"{self.dtype}; resize images to one size (probe: {{preprocess: {{resize: ..., "
+                "center_crop: ...}})"
+            )
+        self._file.write(rows.tobytes())
+        self.rows += len(rows)
+
+    def finish(self) -> SpillArray | None:
+        self._file.close()
+        if self.rows == 0:
+            self.discard()
+            return None
+        array = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.rows, *self.row_shape))
+        array = array.view(SpillArray)
+        array.spill_dir = self.dir
+        return array
+
+    def discard(self) -> None:
+        self._file.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _take_rows(array: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+    """``array[rows]``; from a mapped array the rows are copied chunk by chunk into a spill file."""
+    if not isinstance(array, np.memmap):
+        return array[rows]
+    index = np.arange(len(array))[rows]
+    writer = SpillWriter("subset")
+    try:
+        for start in range(0, len(index), CHUNK_ROWS):
+            writer.append(array[index[start : start + CHUNK_ROWS]])
+            release_pages(array)
+        return writer.finish()
+    except BaseException:
+        writer.discard()
+        raise
