@@ -1,45 +1,60 @@
-"""Write an AuditReport to a local folder: the one tree that is then logged under ``xai/``."""
+"""Write an AuditReport to a local folder: the one tree that is then logged under ``xai/``.
+
+Layout (every path relative to ``xai/``)::
+
+    <method>/masks.npz                   all attributions (``attributions``) and the sample ``ids``
+    <method>/sheet.png                   images: the first K samples (input / heat map / overlay)
+    <method>/worst.png                   images, methods with a completeness check: the K worst samples
+    <method>/feature_attributions.csv    tabular probes: mean |attribution| per feature
+    <method>/feature_attributions.png    tabular probes: the top features as bars
+    integrated_gradients/ig_*.png        IG convergence figures of the first samples
+    plots/completeness_error_hist.png    completeness error per sample (log x), every checked method
+    plots/steps_hist.png                 gradient evaluations per sample, where a method reports steps
+    plots/class_summary.png              per class: count, accuracy, median completeness error
+    summary.json, per_sample.csv, config.yaml, report.html
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mlflow_xai._version import __version__
 from mlflow_xai.config import dump_config
 from mlflow_xai.ig_plots import ig_convergence_figures
+from mlflow_xai.provenance import provenance
 from mlflow_xai.report import AuditReport
-from mlflow_xai.viz import attribution_sheet, is_image_shape
+from mlflow_xai.report_html import write_report_html
+from mlflow_xai.review_plots import class_summary_figure, completeness_histogram, steps_histogram
+from mlflow_xai.viz import (
+    attribution_sheet,
+    feature_bar_chart,
+    feature_importance,
+    is_image_shape,
+    is_tabular_shape,
+)
 
 
 def write_artifacts(report: AuditReport, folder: str | Path) -> Path:
-    """Fill ``folder`` with masks, sheets, summary.json, per_sample.csv and config.yaml."""
+    """Fill ``folder`` with masks, figures, summary.json, per_sample.csv, config.yaml and report.html."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     probe = report.probe
-    k = min(report.config.artifacts.sheet_samples, len(probe))
     for name, result in report.methods.items():
         method_dir = folder / name
         method_dir.mkdir(exist_ok=True)
         np.savez_compressed(
             method_dir / "masks.npz", attributions=result.attributions, ids=probe.ids.astype(str)
         )
-        if k and is_image_shape(probe.input_shape):
-            captions = [
-                f"{probe.ids[i]}\nlabel {_label(probe, i)} pred {report.predictions[i]}"
-                for i in range(k)
-            ]
-            attribution_sheet(
-                probe.inputs[:k],
-                result.attributions[:k],
-                method_dir / "sheet.png",
-                title=f"{name}: first {k} probe samples (target = {report.config.target})",
-                captions=captions,
-                masks=None if probe.masks is None else probe.masks[:k],
-            )
+        if is_image_shape(probe.input_shape):
+            _image_sheets(report, name, method_dir)
+        elif is_tabular_shape(probe.input_shape):
+            _feature_attributions(report, name, method_dir)
     if report.ig_profiles is not None:
         ig_convergence_figures(
             report.ig_profiles,
@@ -47,24 +62,124 @@ def write_artifacts(report: AuditReport, folder: str | Path) -> Path:
             completeness_tolerance=report.config.checks.completeness.tolerance,
             output_label=f"{report.config.output} of the target class",
         )
+    _summary_plots(report, folder / "plots")
     rows = report.per_sample_rows()
     with open(folder / "per_sample.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    summary = {
-        "mlflow_xai_version": __version__,
-        "verdict": report.verdict,
-        "methods": {name: r.verdict for name, r in report.methods.items()},
-        "metrics": report.metrics(),
-        "probe": {"samples": len(probe), "sha256": report.probe_sha256},
-        "device": report.device,
-        "exported_model": report.exported_model,
-    }
+    summary = summary_dict(report)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (folder / "config.yaml").write_text(dump_config(report.config), encoding="utf-8")
+    write_report_html(report, folder, summary)
     return folder
 
 
-def _label(probe, i: int) -> str:
-    return "-" if probe.labels is None else str(int(probe.labels[i]))
+def summary_dict(report: AuditReport) -> dict[str, Any]:
+    """Every metric and verdict, the reasons for each failure, the per-class summary, provenance."""
+    probe = report.probe
+    return {
+        "mlflow_xai_version": __version__,
+        "verdict": report.verdict,
+        "methods": {name: r.verdict for name, r in report.methods.items()},
+        "failure_reasons": report.failure_reasons,
+        "metrics": report.metrics(),
+        "per_class": [{k: _json_number(v) for k, v in row.items()} for row in report.class_summary()],
+        "probe": {"samples": len(probe), "sha256": report.probe_sha256},
+        "device": report.device,
+        "exported_model": report.exported_model,
+        "provenance": provenance(report),
+    }
+
+
+def _json_number(value: object) -> object:
+    """NaN is not JSON: a class with no judged sample gets null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _image_sheets(report: AuditReport, name: str, method_dir: Path) -> None:
+    probe, acfg = report.probe, report.config.artifacts
+    result = report.methods[name]
+    k = min(acfg.sheet_samples, len(probe))
+    if not k:
+        return
+    style = {"sign": acfg.sign, "color_scale": acfg.color_scale}
+    masks = probe.masks
+    first = np.arange(k)
+    attribution_sheet(
+        probe.inputs[:k],
+        result.attributions[:k],
+        method_dir / "sheet.png",
+        title=f"{name}: first {k} probe samples (target = {report.config.target})",
+        captions=[_caption(report, i) for i in first],
+        masks=None if masks is None else masks[:k],
+        **style,
+    )
+    worst = result.worst_indices(k)
+    if len(worst):
+        rel_error = result.completeness.rel_error
+        attribution_sheet(
+            probe.inputs[worst],
+            result.attributions[worst],
+            method_dir / "worst.png",
+            title=f"{name}: {len(worst)} worst samples by completeness error",
+            captions=[f"{_caption(report, i)}\nerror {rel_error[i]:.2%}" for i in worst],
+            masks=None if masks is None else masks[worst],
+            **style,
+        )
+
+
+def feature_names(report: AuditReport) -> list[str]:
+    """The probe set's feature names, or f0 .. f(F-1)."""
+    names = getattr(report.probe, "feature_names", None)
+    count = report.probe.input_shape[0]
+    return [str(n) for n in names] if names is not None else [f"f{i}" for i in range(count)]
+
+
+def _feature_attributions(report: AuditReport, name: str, method_dir: Path) -> None:
+    attributions = report.methods[name].attributions
+    names = feature_names(report)
+    importance = feature_importance(attributions)
+    signed = np.zeros(len(names))
+    for start in range(0, len(attributions), 4096):
+        signed += attributions[start : start + 4096].astype(np.float64).sum(axis=0)
+    signed /= max(len(attributions), 1)
+    order = np.argsort(-importance, kind="stable")
+    with open(method_dir / "feature_attributions.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["rank", "feature", "mean_abs_attribution", "mean_attribution"])
+        for rank, i in enumerate(order, start=1):
+            writer.writerow([rank, names[i], float(importance[i]), float(signed[i])])
+    top = report.config.artifacts.feature_bars
+    feature_bar_chart(
+        names,
+        importance,
+        method_dir / "feature_attributions.png",
+        title=f"{name}: top {min(top, len(names))} features by mean |attribution|",
+        top=top,
+    )
+
+
+def _summary_plots(report: AuditReport, plots_dir: Path) -> None:
+    plots_dir.mkdir(exist_ok=True)
+    errors = {
+        name: r.completeness.rel_error[~r.completeness.degenerate]
+        for name, r in report.methods.items()
+        if r.completeness is not None
+    }
+    if errors:
+        completeness_histogram(
+            errors,
+            plots_dir / "completeness_error_hist.png",
+            tolerance=report.config.checks.completeness.tolerance,
+        )
+    steps = {name: r.extras["steps"] for name, r in report.methods.items() if "steps" in r.extras}
+    if steps:
+        steps_histogram(steps, plots_dir / "steps_hist.png")
+    class_summary_figure(report.class_summary(), plots_dir / "class_summary.png")
+
+
+def _caption(report: AuditReport, i: int) -> str:
+    probe = report.probe
+    label = "-" if probe.labels is None else str(int(probe.labels[i]))
+    return f"{probe.ids[i]}\nlabel {label} pred {report.predictions[i]}"

@@ -223,6 +223,57 @@ class ArtifactsConfig(_Strict):
     mask_dtype: Literal["float16", "float32"] = "float16"
 
 
+class ThresholdConfig(_Strict):
+    """Warn and fail levels of one metric, absolute or relative to the baseline model's value.
+
+    With ``relative: true`` a level is the allowed relative change against the baseline model, in
+    the bad direction: 0.1 fails (or warns) when the metric is 10% worse than the baseline's.
+    """
+
+    warn: float | None = None
+    fail: float | None = None
+    higher_is_better: bool = Field(default=False, description="direction of the metric")
+    relative: bool = Field(default=False, description="levels relative to the baseline model")
+
+    @model_validator(mode="after")
+    def _some_level(self) -> ThresholdConfig:
+        if self.warn is None and self.fail is None:
+            raise ValueError("a threshold needs a warn level, a fail level or both")
+        if self.relative and any(v is not None and v < 0 for v in (self.warn, self.fail)):
+            raise ValueError("relative levels are allowed changes and must be >= 0")
+        if self.warn is not None and self.fail is not None:
+            ordered = self.warn <= self.fail if not self.higher_is_better else self.warn >= self.fail
+            if self.relative:
+                ordered = self.warn <= self.fail
+            if not ordered:
+                raise ValueError(
+                    f"the warn level {self.warn} must be reached before the fail level {self.fail}"
+                )
+        return self
+
+
+class GateConfig(_Strict):
+    """What ``mlflow-xai audit`` and ``mlflow-xai gate`` judge, and which levels fail the job."""
+
+    fail_on: list[Literal["fail", "warn"]] = Field(default=["fail"], min_length=1)
+    thresholds: dict[str, ThresholdConfig] = Field(
+        default_factory=dict, description="metric name (xai/<method>/<quantity>) to its levels"
+    )
+    method_checks: bool = Field(
+        default=True, description="each method's own checks (completeness) are gate checks too"
+    )
+
+    @model_validator(mode="after")
+    def _metric_names(self) -> GateConfig:
+        for name in self.thresholds:
+            if not name.startswith("xai/") or name.count("/") != 2:
+                raise ValueError(
+                    f"threshold key {name!r} must be a metric name of the form xai/<method>/<quantity>, "
+                    "e.g. xai/integrated_gradients/completeness_rel_error_p95"
+                )
+        return self
+
+
 class AuditConfig(_Strict):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     seed: int = 0
@@ -238,6 +289,7 @@ class AuditConfig(_Strict):
     )
     checks: ChecksConfig = ChecksConfig()
     artifacts: ArtifactsConfig = ArtifactsConfig()
+    gate: GateConfig = GateConfig()
 
     @model_validator(mode="after")
     def _some_method(self) -> AuditConfig:
@@ -342,10 +394,13 @@ def _node_at(schema: dict[str, Any], loc: list[str]) -> dict[str, Any] | None:
         if part.isdigit() and node.get("type") == "array":
             node = _resolve(schema, node.get("items", {}))
             continue
-        props = node.get("properties")
-        if not props or part not in props:
+        props = node.get("properties") or {}
+        if part in props:
+            node = _resolve(schema, props[part])
+        elif isinstance(node.get("additionalProperties"), dict):  # a mapping of names to values
+            node = _resolve(schema, node["additionalProperties"])
+        else:
             return None
-        node = _resolve(schema, props[part])
     return node
 
 

@@ -14,6 +14,25 @@ from mlflow_xai.probe import ProbeSet
 METRIC_PREFIX = "xai"
 
 
+def object_mass_fraction(attributions: np.ndarray, masks: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Per sample: the share of |attribution| that falls on the ground-truth object mask.
+
+    Channels are summed; a sample whose map is all zero gets NaN. Compare with the object's share
+    of the image area: a map that ignores the object scores about that share or less.
+    """
+    out = np.empty(len(attributions))
+    for start in range(0, len(attributions), chunk):
+        a = np.abs(attributions[start : start + chunk].astype(np.float64))
+        m = masks[start : start + chunk].astype(bool)
+        while a.ndim > m.ndim:  # (N, C, H, W) against (N, H, W)
+            a = a.sum(axis=1)
+        total = a.reshape(len(a), -1).sum(axis=1)
+        on_object = (a * m).reshape(len(a), -1).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + len(a)] = np.where(total > 0, on_object / total, np.nan)
+    return out
+
+
 @dataclass
 class MethodResult:
     name: str
@@ -71,6 +90,13 @@ class AuditReport:
         for name, result in self.methods.items():
             for key, value in result.metrics().items():
                 out[f"{METRIC_PREFIX}/{name}/{key}"] = float(value)
+            if self.probe.masks is not None:
+                mass = object_mass_fraction(result.attributions, self.probe.masks)
+                out[f"{METRIC_PREFIX}/{name}/object_mass_fraction_mean"] = float(np.nanmean(mass))
+        if self.probe.masks is not None:
+            # The share a map that ignores the object would get by chance.
+            area = self.probe.masks.reshape(len(self.probe), -1).mean()
+            out[f"{METRIC_PREFIX}/probe/object_area_fraction_mean"] = float(area)
         return out
 
     @property

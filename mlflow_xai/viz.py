@@ -1,7 +1,14 @@
-"""Figures for reviewers: original / heat map / overlay sheets, as Captum's visualiser lays them out."""
+"""Figures for reviewers: original / heat map / overlay sheets, as Captum's visualiser lays them out.
+
+Sign modes follow Captum's ``visualize_image_attr_multiple``: ``all`` shows signed attributions on a
+diverging map, ``positive`` and ``negative`` show one sign only (negative as its magnitude) and
+``absolute_value`` shows |attribution|. Each heat map is scaled per image unless a fixed colour scale
+is given, which makes sheets of different methods and runs comparable colour for colour.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -9,11 +16,28 @@ import matplotlib
 matplotlib.use("Agg")  # figures are files; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+
+SIGNS = ("all", "positive", "negative", "absolute_value")
+# Colour map and label per sign mode (Captum's choices, with a diverging map for "all").
+_SIGN_STYLE = {
+    "all": ("RdBu_r", "attribution (signed)"),
+    "positive": ("Greens", "positive attribution"),
+    "negative": ("Reds", "|negative attribution|"),
+    "absolute_value": ("Blues", "|attribution|"),
+}
+GROUND_TRUTH_COLOUR = "lime"
 
 
 def is_image_shape(shape: tuple[int, ...]) -> bool:
     """(C, H, W) with 1 or 3 channels, or (H, W)."""
     return (len(shape) == 3 and shape[0] in (1, 3)) or len(shape) == 2
+
+
+def is_tabular_shape(shape: tuple[int, ...]) -> bool:
+    """One feature vector per sample: probe inputs of shape (N, F)."""
+    return len(shape) == 1
 
 
 def _to_display(image: np.ndarray) -> np.ndarray:
@@ -36,43 +60,116 @@ def _channel_sum(attr: np.ndarray) -> np.ndarray:
     return a.sum(axis=0) if a.ndim == 3 else a
 
 
+def sign_map(attribution: np.ndarray, sign: str) -> np.ndarray:
+    """The 2-D map a sign mode shows: channels summed, then kept, clipped or made absolute.
+
+    ``negative`` returns the magnitude of the negative part, so every mode but ``all`` is >= 0.
+    """
+    if sign not in SIGNS:
+        raise ValueError(f"sign must be one of {', '.join(SIGNS)}, got {sign!r}")
+    heat = _channel_sum(attribution)
+    if sign == "positive":
+        return np.maximum(heat, 0.0)
+    if sign == "negative":
+        return np.maximum(-heat, 0.0)
+    if sign == "absolute_value":
+        return np.abs(heat)
+    return heat
+
+
+def colour_limits(heat: np.ndarray, sign: str, color_scale: float | None) -> tuple[float, float]:
+    """(vmin, vmax) of a heat map: symmetric for ``all``, from 0 otherwise.
+
+    Per image (``color_scale`` None) the bound is the map's largest magnitude; an all-zero map gets a
+    unit bound so that it is drawn as what it is, a flat map at zero.
+    """
+    if color_scale is not None:
+        bound = float(color_scale)
+    else:
+        bound = float(np.abs(heat).max()) if heat.size else 0.0
+        bound = bound if bound > 0 else 1.0
+    return (-bound, bound) if sign == "all" else (0.0, bound)
+
+
+def heat_rgba(heat: np.ndarray, sign: str, color_scale: float | None) -> np.ndarray:
+    """The (H, W, 4) colours of a sign map; values beyond a fixed colour scale saturate."""
+    vmin, vmax = colour_limits(heat, sign, color_scale)
+    norm = Normalize(vmin=vmin, vmax=vmax, clip=True)
+    return matplotlib.colormaps[_SIGN_STYLE[sign][0]](norm(heat))
+
+
 def attribution_sheet(
     images: np.ndarray,
     attributions: np.ndarray,
     path: Path,
     *,
     title: str,
-    captions: list[str],
+    captions: Sequence[str],
     masks: np.ndarray | None = None,
+    sign: str = "all",
+    color_scale: float | None = None,
 ) -> Path:
-    """One row per sample: the input, the signed heat map, and |attribution| over the input."""
+    """One row per sample: the input, the heat map in the chosen sign mode, and the map over the input.
+
+    Where ground-truth ``masks`` are given their outline is drawn on all three panels.
+    """
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.4 * n + 0.6), squeeze=False)
-    fig.suptitle(title, fontsize=11)
+    if n == 0:
+        raise ValueError("an attribution sheet needs at least one sample")
+    if sign not in SIGNS:
+        raise ValueError(f"sign must be one of {', '.join(SIGNS)}, got {sign!r}")
+    cmap, heat_label = _SIGN_STYLE[sign]
+    scale_note = "per-image colour scale" if color_scale is None else f"fixed colour scale {color_scale:g}"
+    fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.4 * n + 0.8), squeeze=False)
+    fig.suptitle(f"{title}\nsign: {sign}, {scale_note}", fontsize=10)
     for i in range(n):
         image = _to_display(images[i])
-        heat = _channel_sum(attributions[i])
-        bound = float(np.abs(heat).max())
+        heat = sign_map(attributions[i], sign)
+        vmin, vmax = colour_limits(heat, sign, color_scale)
         ax_img, ax_heat, ax_overlay = axes[i]
         ax_img.imshow(image)
         ax_img.set_ylabel(captions[i], fontsize=8)
-        # An all-zero map is drawn as such: a flat map on a symmetric unit scale.
-        scale = bound if bound > 0 else 1.0
-        im = ax_heat.imshow(heat, cmap="RdBu_r", vmin=-scale, vmax=scale)
-        fig.colorbar(im, ax=ax_heat, fraction=0.046, pad=0.04)
+        ax_heat.imshow(heat_rgba(heat, sign, color_scale))
+        fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap), ax=ax_heat, fraction=0.046, pad=0.04)
+        # The overlay shows magnitude: |signed map| on "inferno", or the one-signed map itself.
+        overlay, overlay_cmap = (np.abs(heat), "inferno") if sign == "all" else (heat, cmap)
         ax_overlay.imshow(image.mean(axis=-1), cmap="gray", vmin=0.0, vmax=1.0)
-        ax_overlay.imshow(np.abs(heat), cmap="inferno", alpha=0.6, vmin=0.0, vmax=scale)
+        ax_overlay.imshow(overlay, cmap=overlay_cmap, alpha=0.6, vmin=0.0, vmax=vmax)
         if masks is not None:
             for ax in (ax_img, ax_heat, ax_overlay):
-                ax.contour(masks[i].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+                ax.contour(masks[i].astype(float), levels=[0.5], colors=GROUND_TRUTH_COLOUR, linewidths=0.8)
         if i == 0:
             ax_img.set_title("input", fontsize=9)
-            ax_heat.set_title("attribution (signed, channel sum)", fontsize=9)
-            ax_overlay.set_title("|attribution| over input", fontsize=9)
+            ax_heat.set_title(f"{heat_label}, channel sum", fontsize=9)
+            ax_overlay.set_title("heat map over input", fontsize=9)
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
     fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def feature_importance(attributions: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Mean |attribution| per feature of tabular attributions (N, F), accumulated in float64."""
+    total = np.zeros(attributions.shape[1], dtype=np.float64)
+    for start in range(0, len(attributions), chunk):
+        total += np.abs(attributions[start : start + chunk].astype(np.float64)).sum(axis=0)
+    return total / max(len(attributions), 1)
+
+
+def feature_bar_chart(
+    names: Sequence[str], importance: np.ndarray, path: Path, *, title: str, top: int = 20
+) -> Path:
+    """Horizontal bars of the ``top`` features by mean |attribution|, the largest at the top."""
+    order = np.argsort(-importance, kind="stable")[:top]
+    shown = order[::-1]  # barh draws bottom-up
+    fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(order) + 1.2))
+    ax.barh([str(names[i]) for i in shown], importance[shown], color="#3b6ea8")
+    ax.set(xlabel="mean |attribution|", title=title)
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
