@@ -274,6 +274,59 @@ class GateConfig(_Strict):
         return self
 
 
+class PreprocessConfig(_Strict):
+    """How raw probe data becomes model input, in this order (as torchvision's transforms in
+    Captum's tutorial): ``resize``, ``center_crop``, divide by ``scale``, then normalize with
+    ``mean``/``std`` per channel. Integer (e.g. uint8) data needs a ``scale``: it is never guessed.
+
+    ``resize: 256`` scales the shorter side to 256 pixels (aspect kept); ``resize: [h, w]`` and
+    ``center_crop: [h, w]`` give both sides; ``center_crop: 224`` means 224 x 224.
+    """
+
+    scale: Annotated[float, Field(gt=0.0)] | None = Field(
+        default=None, description="divide raw values by this, e.g. 255 for uint8 images"
+    )
+    resize: PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
+    center_crop: PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
+    mean: list[float] | None = Field(default=None, min_length=1, description="per-channel mean")
+    std: list[Annotated[float, Field(gt=0.0)]] | None = Field(
+        default=None, min_length=1, description="per-channel standard deviation"
+    )
+
+    @model_validator(mode="after")
+    def _mean_with_std(self) -> PreprocessConfig:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std go together: give both (one value per channel) or neither")
+        if self.mean is not None and len(self.mean) != len(self.std):
+            raise ValueError(
+                f"mean has {len(self.mean)} values and std {len(self.std)}; give one of each per channel"
+            )
+        return self
+
+
+class ProbeConfig(_Strict):
+    """How the probe set is read: its preprocessing, and how ``max_samples`` picks samples."""
+
+    sampling: Literal["first", "random", "stratified"] = Field(
+        default="first",
+        description="max_samples takes the first samples, a seeded random draw, or a seeded draw "
+        "per label in proportion to its share",
+    )
+    preprocess: PreprocessConfig | None = None
+
+
+class PrecisionConfig(_Strict):
+    """Numerics of the audit. Inputs follow the model's parameter dtype (float32 unless the model is
+    float64). ``autocast`` runs only the gradient passes (the points along an attribution path) in
+    lower precision; every output that is reported or checked (predictions, F(x), F(x')) is
+    computed in full precision. On the CPU only bfloat16 autocast is supported."""
+
+    autocast: Literal["bfloat16", "float16"] | None = Field(
+        default=None, description="precision of the gradient passes; null = full precision"
+    )
+    tf32: bool = Field(default=False, description="let CUDA matmuls and convolutions use TF32")
+
+
 class AuditConfig(_Strict):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     seed: int = 0
@@ -284,6 +337,8 @@ class AuditConfig(_Strict):
         default=None, description="shape of one input without the batch axis, e.g. [3, 32, 32]"
     )
     max_samples: PositiveInt | None = None
+    probe: ProbeConfig = ProbeConfig()
+    precision: PrecisionConfig = PrecisionConfig()
     methods: MethodsConfig = MethodsConfig(
         integrated_gradients=IntegratedGradientsConfig(), occlusion=OcclusionConfig()
     )

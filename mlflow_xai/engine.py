@@ -23,6 +23,7 @@ from mlflow_xai.checks import CompletenessResult
 from mlflow_xai.config import AuditConfig, load_config
 from mlflow_xai.errors import ModelError, ProbeError
 from mlflow_xai.ig_plots import IGPathProfiles, ig_path_profiles
+from mlflow_xai.loaders import load_probe
 from mlflow_xai.methods import build
 from mlflow_xai.model import ModelHandle, audit_mode, resolve_device
 from mlflow_xai.probe import ProbeSet
@@ -31,22 +32,25 @@ from mlflow_xai.report import AuditReport, MethodResult
 
 def audit(
     model: nn.Module,
-    probe: ProbeSet | np.ndarray,
+    probe: ProbeSet | np.ndarray | str | Path | torch.utils.data.Dataset | torch.utils.data.DataLoader,
     config: AuditConfig | str | Path | Mapping[str, Any] | None = None,
     *,
     labels: np.ndarray | None = None,
 ) -> AuditReport:
     """Explain ``model`` on every sample of ``probe`` with the configured methods, then check them.
 
+    ``probe`` is a ``ProbeSet`` (used as it is), or raw data that ``config.probe.preprocess``
+    turns into model inputs: a numpy array (with ``labels``), a ``.npy``/``.npz`` file, an image
+    folder with one subfolder per class, a torch ``Dataset`` or a ``DataLoader``.
     ``config`` is an ``AuditConfig``, a YAML path, a mapping or None (the defaults).
     """
     cfg = config if isinstance(config, AuditConfig) else load_config(config)
     if not isinstance(model, nn.Module):
         raise ModelError(f"the model to audit must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(probe, ProbeSet):
-        probe = ProbeSet(np.asarray(probe), labels)
+    first_only = cfg.max_samples if cfg.probe.sampling == "first" else None
+    probe = load_probe(probe, cfg.probe, labels=labels, limit=first_only)
     if cfg.max_samples is not None:
-        probe = probe.head(cfg.max_samples)
+        probe = probe.sample(cfg.max_samples, cfg.probe.sampling, seed=cfg.seed)
     if cfg.target == "label" and probe.labels is None:
         raise ProbeError("target 'label' needs probe labels, but the probe set has none")
 
@@ -171,7 +175,7 @@ def _input_dtype(model: nn.Module) -> torch.dtype:
 
 def _check_fits(handle: ModelHandle, probe: ProbeSet, dtype: torch.dtype) -> None:
     """Run one sample through the model first, so a shape mismatch fails before any compute."""
-    x = torch.from_numpy(np.ascontiguousarray(probe.inputs[:1])).to(handle.device, dtype)
+    x = torch.from_numpy(np.array(probe.inputs[:1])).to(handle.device, dtype)
     try:
         with torch.no_grad():
             handle.scores(x)
@@ -230,7 +234,7 @@ def _ig_profiles(
     count = min(count, 4, len(probe))
     if ig is None or count == 0:
         return None
-    x = torch.from_numpy(np.ascontiguousarray(probe.inputs[:count])).to(handle.device, dtype)
+    x = torch.from_numpy(np.array(probe.inputs[:count])).to(handle.device, dtype)
     baseline = make_baseline(ig.config.baseline, x, probe_mean=ig.probe_mean)
     target = torch.from_numpy(targets[:count]).to(handle.device)
     return ig_path_profiles(

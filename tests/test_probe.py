@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mlflow_xai.errors import ProbeError
 from mlflow_xai.probe import CHUNK_ROWS, ProbeSet, load_npz, stratified_index
@@ -121,3 +123,227 @@ def test_feature_names_name_tabular_columns(tmp_path):
 def test_integer_inputs_are_refused_not_coerced():
     with pytest.raises(ProbeError, match=r"got uint8.*scale: 255"):
         ProbeSet(np.zeros((2, 3, 4, 4), np.uint8))
+
+
+# --------------------------------------------------------------------------------------------------
+# Sources and preprocessing
+
+PREPROCESS = {"scale": 255, "resize": 12, "center_crop": 10, "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}
+
+
+def _write_folder(root, sizes=((16, 20), (20, 16), (16, 16))):
+    """Three classes, one image per size each; returns {relative path: uint8 HWC pixels}."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    written = {}
+    for name in ("dog", "cat", "bird"):  # not in sorted order: labels follow sorted names
+        (root / name).mkdir(parents=True)
+        for k, (h, w) in enumerate(sizes):
+            pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"img{k}.png")
+            written[f"{name}/img{k}.png"] = pixels
+    (root / "cat" / "notes.txt").write_text("not an image")
+    return written
+
+
+def test_image_folder_matches_torchvision(tmp_path):
+    from PIL import Image
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    from mlflow_xai.config import ProbeConfig
+    from mlflow_xai.loaders import load_probe
+
+    written = _write_folder(tmp_path / "probe")
+    config = ProbeConfig.model_validate({"preprocess": PREPROCESS})
+    probe = load_probe(tmp_path / "probe", config)
+    # The reference: torchvision's ImageFolder with the transforms of Captum's tutorial.
+    reference = ImageFolder(
+        tmp_path / "probe",
+        transform=transforms.Compose(
+            [
+                transforms.Resize(12),
+                transforms.CenterCrop(10),
+                transforms.ToTensor(),
+                transforms.Normalize(PREPROCESS["mean"], PREPROCESS["std"]),
+            ]
+        ),
+    )
+    assert probe.ids.tolist() == [
+        str(Path(p).relative_to(tmp_path / "probe").as_posix()) for p, _ in reference.samples
+    ]
+    assert probe.labels.tolist() == [label for _, label in reference.samples]
+    assert reference.classes == ["bird", "cat", "dog"]
+    assert probe.input_shape == (3, 10, 10) and probe.inputs.dtype == np.float32
+    one_level = 1 / 255 / min(PREPROCESS["std"])  # PIL and torch may round a resized pixel apart
+    for i in range(len(reference)):
+        x, _ = reference[i]
+        difference = np.abs(probe.inputs[i] - x.numpy())
+        assert difference.max() <= one_level + 1e-5
+        assert difference.mean() < 0.1 * one_level
+    assert len(written) == len(probe)
+    assert Image  # PIL wrote the files
+
+
+def test_image_folder_needs_a_declared_scale(tmp_path):
+    from mlflow_xai.config import ProbeConfig
+    from mlflow_xai.loaders import load_probe
+
+    _write_folder(tmp_path / "probe", sizes=((8, 8),))
+    with pytest.raises(ProbeError, match=r"are uint8.*never scaled by guess.*scale: 255"):
+        load_probe(tmp_path / "probe")
+    config = ProbeConfig.model_validate({"preprocess": {"scale": 255}})
+    probe = load_probe(tmp_path / "probe", config)
+    assert 0.0 <= probe.inputs.min() and probe.inputs.max() <= 1.0
+
+
+def test_image_folder_of_mixed_sizes_needs_resize(tmp_path):
+    from mlflow_xai.config import ProbeConfig
+    from mlflow_xai.loaders import load_probe
+
+    _write_folder(tmp_path / "probe")
+    config = ProbeConfig.model_validate({"preprocess": {"scale": 255}})
+    with pytest.raises(ProbeError, match=r"same shape.*resize"):
+        load_probe(tmp_path / "probe", config)
+
+
+def test_image_folder_errors(tmp_path):
+    from mlflow_xai.loaders import load_probe
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ProbeError, match="has no class subfolders"):
+        load_probe(tmp_path / "empty")
+    (tmp_path / "empty" / "cat").mkdir()
+    with pytest.raises(ProbeError, match="class folder 'cat' .* has no image file"):
+        load_probe(tmp_path / "empty")
+
+
+def test_integer_array_is_scaled_and_normalized_with_masks(tmp_path):
+    from mlflow_xai.config import ProbeConfig
+    from mlflow_xai.loaders import load_probe
+
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 256, size=(5, 3, 8, 8), dtype=np.uint8)
+    masks = np.zeros((5, 8, 8), bool)
+    masks[:, 2:6, 2:6] = True
+    np.savez(tmp_path / "p.npz", inputs=raw, labels=np.arange(5), masks=masks)
+    config = ProbeConfig.model_validate(
+        {"preprocess": {"scale": 255, "center_crop": 6, "mean": [0.5] * 3, "std": [0.5] * 3}}
+    )
+    probe = load_probe(tmp_path / "p.npz", config)
+    np.testing.assert_allclose(probe.inputs, (raw[:, :, 1:7, 1:7] / 255.0 - 0.5) / 0.5, atol=1e-6)
+    np.testing.assert_array_equal(probe.masks, masks[:, 1:7, 1:7])
+    assert probe.labels.tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ProbeError, match=r"are uint8.*scale: 255"):
+        load_probe(tmp_path / "p.npz", ProbeConfig.model_validate({"preprocess": {"resize": 8}}))
+
+
+def test_mean_std_must_match_the_channels():
+    from mlflow_xai.config import ProbeConfig
+    from mlflow_xai.loaders import load_probe
+
+    config = ProbeConfig.model_validate({"preprocess": {"mean": [0.5], "std": [0.5]}})
+    with pytest.raises(ProbeError, match="mean/std have 1 values but probe inputs have 3 channels"):
+        load_probe(_images(2), config)
+    with pytest.raises(ProbeError, match=r"apply to images \(N, C, H, W\)"):
+        load_probe(np.zeros((2, 5), np.float32), config)
+
+
+def test_a_probe_set_with_preprocess_is_refused():
+    from mlflow_xai.config import ProbeConfig
+    from mlflow_xai.errors import ConfigError
+    from mlflow_xai.loaders import load_probe
+
+    config = ProbeConfig.model_validate({"preprocess": {"scale": 255}})
+    with pytest.raises(ConfigError, match="already in the model's input space"):
+        load_probe(ProbeSet(_images(2)), config)
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """A map-style Dataset of (tensor, int) pairs that counts the items it served."""
+
+    def __init__(self, n):
+        self.x = torch.from_numpy(_images(n, seed=2))
+        self.served = 0
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        self.served += 1
+        return self.x[i], i % 3
+
+
+class _Dicts(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        for i in range(6):
+            mask = torch.zeros(4, 4, dtype=torch.bool)
+            mask[i % 4] = True
+            yield {
+                "image": torch.full((3, 4, 4), float(i)),
+                "label": torch.tensor(i % 2),
+                "mask": mask,
+                "id": f"s{i}",
+            }
+
+
+def test_dataset_of_pairs():
+    from mlflow_xai.loaders import load_probe
+
+    dataset = _Pairs(7)
+    probe = load_probe(dataset)
+    np.testing.assert_array_equal(probe.inputs, dataset.x.numpy())
+    assert probe.labels.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert probe.ids.tolist()[:2] == ["000000", "000001"]
+
+
+def test_audit_takes_a_dataset_and_reads_only_max_samples():
+    from mlflow_xai.engine import audit
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
+    config = {
+        "max_samples": 4,
+        "methods": {"integrated_gradients": {"n_steps": 4}},
+        "artifacts": {"sheet_samples": 0},
+    }
+    dataset = _Pairs(50)
+    report = audit(model, dataset, config)
+    assert dataset.served == 4 and len(report.probe) == 4
+    loader = torch.utils.data.DataLoader(_Pairs(10), batch_size=3)
+    stratified = {**config, "probe": {"sampling": "stratified"}}
+    report = audit(model, loader, stratified)
+    assert sorted(report.probe.labels.tolist()) == [0, 0, 1, 2]  # 4 of 10 by class share 4:3:3
+    assert report.probe.ids.tolist() == audit(model, _Pairs(10), stratified).probe.ids.tolist()
+
+
+def test_iterable_dataset_of_dicts_and_dataloader_agree():
+    from mlflow_xai.loaders import load_probe
+
+    probe = load_probe(_Dicts())
+    assert probe.ids.tolist() == [f"s{i}" for i in range(6)]
+    assert probe.labels.tolist() == [0, 1, 0, 1, 0, 1]
+    assert probe.masks.shape == (6, 4, 4) and probe.masks[5, 1].all() and not probe.masks[5, 0].any()
+    batched = load_probe(torch.utils.data.DataLoader(_Dicts(), batch_size=4))
+    assert batched.sha256() == probe.sha256()
+
+
+def test_inconsistent_samples_are_refused():
+    from mlflow_xai.loaders import load_probe
+
+    class Mixed(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield torch.zeros(3, 4, 4), 1
+            yield (torch.zeros(3, 4, 4),)
+
+    with pytest.raises(ProbeError, match="probe sample 1 differs from the first"):
+        load_probe(Mixed())
+
+    class Sizes(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield torch.zeros(3, 4, 4), 1
+            yield torch.zeros(3, 5, 4), 1
+
+    with pytest.raises(ProbeError, match=r"sample 1 has \[3, 5, 4\]"):
+        load_probe(Sizes())
