@@ -221,6 +221,15 @@ class ArtifactsConfig(_Strict):
         default=8, description="samples drawn in each method's PNG sheet"
     )
     mask_dtype: Literal["float16", "float32"] = "float16"
+    sign: Literal["all", "positive", "negative", "absolute_value"] = Field(
+        default="all", description="attributions shown in the heat maps, as in Captum's visualiser"
+    )
+    color_scale: Annotated[float, Field(gt=0.0)] | None = Field(
+        default=None, description="fixed heat-map bound shared by all methods and runs; null = per image"
+    )
+    feature_bars: Annotated[int, Field(ge=1)] = Field(
+        default=20, description="tabular probes: features shown in the attribution bar chart"
+    )
 
 
 class ThresholdConfig(_Strict):

@@ -68,6 +68,37 @@ class MethodResult:
             return "fail"  # nothing could be judged: never a silent pass
         return "pass" if self.completeness.passed[judged].all() else "fail"
 
+    @property
+    def failure_reasons(self) -> list[str]:
+        """Why this method's verdict is "fail", one sentence per failed check ([] when it passes)."""
+        c = self.completeness
+        if c is None:
+            return []
+        total = len(c.rel_error)
+        judged = ~c.degenerate
+        if not judged.any():
+            return [f"all {total} samples have a degenerate baseline: completeness cannot be judged"]
+        failed = int((~c.passed[judged]).sum())
+        if not failed:
+            return []
+        return [
+            f"{failed} of {int(judged.sum())} samples above {c.tolerance * 100:g}% completeness error"
+            + (f" ({int(c.degenerate.sum())} more with a degenerate baseline)" if c.degenerate.any() else "")
+        ]
+
+    def worst_indices(self, k: int) -> np.ndarray:
+        """Indices of the (at most) ``k`` samples with the largest completeness error, worst first.
+
+        Samples with a degenerate baseline are left out; a method without the check has none.
+        """
+        if self.completeness is None or k <= 0:
+            return np.empty(0, dtype=np.int64)
+        errors = self.completeness.rel_error
+        judged = np.flatnonzero(~self.completeness.degenerate)
+        ranked = np.nan_to_num(errors[judged], nan=-np.inf, posinf=np.finfo(float).max)
+        order = np.argsort(-ranked, kind="stable")
+        return judged[order[:k]]
+
 
 @dataclass
 class AuditReport:
@@ -131,5 +162,36 @@ class AuditReport:
                 for key, values in result.extras.items():
                     value = values[i]
                     row[f"{name}/{key}"] = bool(value) if values.dtype == bool else float(value)
+            rows.append(row)
+        return rows
+
+    @property
+    def failure_reasons(self) -> dict[str, list[str]]:
+        """Per method with a failing verdict: why it failed."""
+        return {name: r.failure_reasons for name, r in self.methods.items() if r.failure_reasons}
+
+    def class_summary(self) -> list[dict[str, object]]:
+        """One row per class: count, accuracy and each checked method's median completeness error.
+
+        Classes are the probe labels where there are labels, else the predicted classes (then
+        accuracy is left empty).
+        """
+        labels = self.probe.labels
+        groups = labels if labels is not None else self.predictions
+        rows: list[dict[str, object]] = []
+        for cls in np.unique(groups).tolist():
+            member = groups == cls
+            row: dict[str, object] = {"class": int(cls), "count": int(member.sum())}
+            row["accuracy"] = (
+                "" if labels is None else float((self.predictions[member] == labels[member]).mean())
+            )
+            for name, result in self.methods.items():
+                c = result.completeness
+                if c is None:
+                    continue
+                valid = c.rel_error[member & ~c.degenerate]
+                row[f"{name}/completeness_rel_error_median"] = (
+                    float(np.median(valid)) if len(valid) else float("nan")
+                )
             rows.append(row)
         return rows
