@@ -1,11 +1,19 @@
-"""The ``mlflow-xai`` command line."""
+"""The ``mlflow-xai`` command line.
+
+Exit codes: 0 the gate passed (warnings allowed unless ``fail_on`` lists them), 1 the gate failed,
+2 bad usage, config, input or a runtime error (one line on stderr; the traceback with ``--debug``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from typing import Any
 
 from mlflow_xai._version import __version__
+
+EXIT_CODES = "Exit codes: 0 passed, 1 the gate failed, 2 bad usage, config, input or a runtime error."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,10 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "audit",
-        help="audit a logged model on a probe set; the exit code is the verdict",
-        description="Audit a PyTorch model logged in MLflow on a probe set and log the results to "
-        "an MLflow run. Exit codes: 0 passed, 1 the audit's checks failed, 2 bad usage, config, "
-        "input or a runtime error.",
+        help="audit a logged model on a probe set and gate on the result",
+        description="Audit a PyTorch model logged in MLflow on a probe set, judge it by the "
+        f"config's gate and log everything to an MLflow run. {EXIT_CODES}",
     )
     run.add_argument("--model-uri", required=True, help="e.g. runs:/<run id>/model or models:/m-...")
     run.add_argument(
@@ -39,11 +46,39 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="audit config YAML (default: the built-in defaults)")
     run.add_argument("--experiment", help="experiment name for a new audit run")
     run.add_argument("--run-id", help="log into this existing run instead of a new one")
+    run.add_argument(
+        "--baseline-model-uri",
+        help="a model to compare with on the same probe set (e.g. models:/name@champion): "
+        "attribution drift metrics and relative thresholds",
+    )
     run.add_argument("--output-dir", help="also keep the artifacts in this local folder")
     run.add_argument("--device", help="override the config's device (auto, cpu, cuda, cuda:N, mps)")
-    run.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    run.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    _add_outputs(run)
+
+    gate = sub.add_parser(
+        "gate",
+        help="re-judge an audited run by a config's gate, without recomputing",
+        description=f"Judge the metrics an audit logged in a run by a config's gate. {EXIT_CODES}",
+    )
+    gate.add_argument("--run-id", required=True, help="the audited run")
+    gate.add_argument("--config", help="config YAML whose gate section to apply")
+    _add_outputs(gate)
+
+    validate = sub.add_parser(
+        "validate-config",
+        help="check a config file alone",
+        description="Validate an audit config. Exit code 0 when valid, 2 with one line when not.",
+    )
+    validate.add_argument("file")
+    validate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return parser
+
+
+def _add_outputs(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--junit", help="write a JUnit XML file (one test case per check)")
+    cmd.add_argument("--summary", help="write a markdown summary (also to $GITHUB_STEP_SUMMARY)")
+    cmd.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    cmd.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,21 +91,49 @@ def main(argv: list[str] | None = None) -> int:
         from mlflow_xai.demo import run_demo
 
         return run_demo(config=args.config, retrain=args.retrain)
-    if args.command == "audit":
-        try:
-            return _audit(args)
-        except Exception as exc:
-            if args.debug:
-                raise
-            print(f"mlflow-xai: error: {_one_line(exc)}", file=sys.stderr)
-            return 2
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    command = {"audit": _audit, "gate": _gate, "validate-config": _validate}[args.command]
+    try:
+        return command(args)
+    except KeyboardInterrupt:
+        print("mlflow-xai: error: interrupted", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"mlflow-xai: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if text else type(exc).__name__
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from mlflow_xai.config import load_config
+
+    config = load_config(args.file)
+    methods = ", ".join(config.methods.enabled())
+    print(f"{args.file}: valid (methods: {methods}; {len(config.gate.thresholds)} gate threshold(s))")
+    return 0
+
+
+def _load_pytorch_model(uri: str) -> Any:
+    import mlflow
+
+    from mlflow_xai.errors import ModelError
+
+    try:
+        pyfunc = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:
+        raise ModelError(f"cannot load model {uri!r}: {_one_line(exc)}") from None
+    flavors = sorted(pyfunc.metadata.flavors)
+    if "pytorch" not in flavors:
+        raise ModelError(
+            f"model {uri!r} is not a PyTorch model (its flavors: {', '.join(flavors)}); "
+            "mlflow-xai audits models logged with mlflow.pytorch.log_model"
+        )
+    return pyfunc.get_raw_model()
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -79,48 +142,89 @@ def _audit(args: argparse.Namespace) -> int:
     from mlflow_xai.artifacts import write_artifacts
     from mlflow_xai.config import load_config
     from mlflow_xai.engine import audit
-    from mlflow_xai.errors import ModelError
+    from mlflow_xai.gate import attribution_drift, drift_metrics, judge
     from mlflow_xai.probe import ProbeSet
     from mlflow_xai.tracking import log_report
 
-    # Everything is validated before any compute and before anything is logged.
+    # Everything is validated, computed and judged before anything is logged.
     config = load_config(args.config, **({"device": args.device} if args.device else {}))
     probe = ProbeSet.from_npz(args.probe)
-    try:
-        pyfunc = mlflow.pyfunc.load_model(args.model_uri)
-    except Exception as exc:
-        raise ModelError(f"cannot load model {args.model_uri!r}: {_one_line(exc)}") from None
-    flavors = sorted(pyfunc.metadata.flavors)
-    if "pytorch" not in flavors:
-        raise ModelError(
-            f"model {args.model_uri!r} is not a PyTorch model (its flavors: {', '.join(flavors)}); "
-            "mlflow-xai audits models logged with mlflow.pytorch.log_model"
-        )
-    report = audit(pyfunc.get_raw_model(), probe, config)
-    if report.verdict == "n/a":
-        raise ValueError(
-            "the audit evaluated no check (no configured method has one), so it cannot pass; "
-            "enable integrated_gradients or another method with a completeness check"
+    if args.run_id:
+        mlflow.get_run(args.run_id)  # fails clearly if the run does not exist
+    model = _load_pytorch_model(args.model_uri)
+    baseline_model = _load_pytorch_model(args.baseline_model_uri) if args.baseline_model_uri else None
+    report = audit(model, probe, config)
+    metrics = report.metrics()
+    baseline_metrics = None
+    if baseline_model is not None:
+        baseline = audit(baseline_model, probe, config)
+        baseline_metrics = baseline.metrics()
+        for name, result in report.methods.items():
+            drift = attribution_drift(result.attributions, baseline.methods[name].attributions)
+            metrics.update(drift_metrics(drift, name))
+    result = judge(metrics, config, baseline_metrics=baseline_metrics)
+
+    extra_files = {"gate.json": json.dumps(result.to_dict(), indent=2)}
+    if baseline_metrics is not None:
+        extra_files["baseline_metrics.json"] = json.dumps(
+            {"model_uri": args.baseline_model_uri, "metrics": baseline_metrics}, indent=2
         )
     if args.output_dir:
         write_artifacts(report, args.output_dir)
+    extra = {"extra_metrics": metrics, "extra_files": extra_files, "extra_tags": {"xai.gate": result.status}}
     if args.run_id:
         run_id = args.run_id
-        mlflow.get_run(run_id)  # fails clearly if the run does not exist
-        log_report(report, run_id)
+        log_report(report, run_id, **extra)
     else:
         if args.experiment:
             mlflow.set_experiment(args.experiment)
         with mlflow.start_run(run_name="xai-audit") as active:
             run_id = active.info.run_id
             mlflow.set_tag("mlflow_xai.model_uri", args.model_uri)
-            log_report(report, run_id)
+            log_report(report, run_id, **extra)
     if not args.quiet:
         from mlflow_xai.demo import summary_table
 
-        print(summary_table(report.metrics()))
-        print(f"verdict: {report.verdict}   run: {run_id}")
-    return 1 if report.verdict == "fail" else 0
+        print(summary_table(metrics))
+    return _finish(result, args, run_id)
+
+
+def _gate(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from mlflow_xai.config import load_config
+    from mlflow_xai.gate import judge
+
+    config = load_config(args.config)
+    client = MlflowClient()
+    run = client.get_run(args.run_id)
+    metrics = {k: v for k, v in run.data.metrics.items() if k.startswith("xai/")}
+    if not metrics:
+        raise ValueError(f"run {args.run_id} has no xai/ metrics: it was not audited by mlflow-xai")
+    baseline_metrics = None
+    listed = {a.path for a in client.list_artifacts(args.run_id, "xai")}
+    if "xai/baseline_metrics.json" in listed:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(args.run_id, "xai/baseline_metrics.json", tmp)
+            with open(path, encoding="utf-8") as fh:
+                baseline_metrics = json.load(fh)["metrics"]
+    result = judge(metrics, config, baseline_metrics=baseline_metrics)
+    client.set_tag(args.run_id, "xai.gate", result.status)
+    return _finish(result, args, args.run_id)
+
+
+def _finish(result: Any, args: argparse.Namespace, run_id: str) -> int:
+    from mlflow_xai.gate import publish
+
+    for line in publish(result, junit=args.junit, summary=args.summary, run_id=run_id):
+        print(line)
+    if not args.quiet:
+        for check in result.checks:
+            print(f"  {check.level.upper():<5} {check.name}: {check.message}")
+        print(f"gate: {result.status}   run: {run_id}")
+    return result.exit_code
 
 
 if __name__ == "__main__":

@@ -1,41 +1,101 @@
-"""``mlflow-xai audit`` as a CI job runs it: exit codes, one-line errors, the run it logs."""
+"""``mlflow-xai`` as a CI job runs it: exit codes, one-line errors, JUnit, summary and run tags agree."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 
 import mlflow
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
+from mlflow_xai.cli import main
 
-def _cli(*args, cwd):
+
+def _cli(*args, cwd, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "mlflow_xai.cli", *args], capture_output=True, text=True, cwd=cwd
+        [sys.executable, "-m", "mlflow_xai.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
     )
 
 
-@pytest.fixture
-def logged(tracking_store, small_cnn, shapes16, tmp_path):
-    _, probe = shapes16
-    example = probe.images[:2]
+def _log(model, example):
     with torch.no_grad():
-        signature = infer_signature(example, small_cnn(torch.from_numpy(example)).numpy())
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
     with mlflow.start_run():
         info = mlflow.pytorch.log_model(
-            small_cnn,
+            model,
             name="model",
             signature=signature,
             input_example=example,
             serialization_format="pickle",
         )
-    probe_path = tmp_path / "probe.npz"
-    np.savez(probe_path, inputs=probe.images[:6], labels=probe.labels[:6], ids=probe.ids[:6])
-    return info.model_uri, probe_path
+    return info.model_uri
+
+
+class ConstantModel(nn.Module):
+    """Ignores its input: every baseline is degenerate, so completeness cannot be judged."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+
+    def forward(self, x):
+        return self.bias.expand(len(x), 4) + 0.0 * x.flatten(1).sum(1, keepdim=True)
+
+
+class BorderModel(nn.Module):
+    """The good CNN, but it sees only a 2-pixel frame around the image, never the object."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        frame = torch.ones(1, 1, 16, 16)
+        frame[..., 2:-2, 2:-2] = 0.0
+        self.register_buffer("frame", frame)
+
+    def forward(self, x):
+        return self.inner(x * self.frame)
+
+
+GATE = """
+max_samples: 6
+methods:
+  integrated_gradients:
+    n_steps: auto
+    max_steps: 1025
+checks:
+  completeness:
+    tolerance: 0.01
+artifacts:
+  sheet_samples: 2
+gate:
+  thresholds:
+    xai/integrated_gradients/converged_fraction:
+      fail: 1.0
+      higher_is_better: true
+"""
+
+OBJECT = (
+    GATE
+    + """    xai/integrated_gradients/object_mass_fraction_mean:
+      fail: 0.05
+      higher_is_better: true
+"""
+)
+
+
+@pytest.fixture
+def probe_file(shapes16, tmp_path):
+    _, probe = shapes16
+    path = tmp_path / "probe.npz"
+    np.savez(path, inputs=probe.images[:6], labels=probe.labels[:6], masks=probe.masks[:6], ids=probe.ids[:6])
+    return str(path)
 
 
 def _write(tmp_path, name, text):
@@ -44,54 +104,144 @@ def _write(tmp_path, name, text):
     return str(path)
 
 
-def test_audit_passes_and_fails_by_its_checks(logged, tmp_path):
-    model_uri, probe = logged
-    # A linear-path rule with many steps meets a loose tolerance; an impossible tolerance fails.
-    loose = _write(
-        tmp_path,
-        "loose.yaml",
-        "methods:\n  integrated_gradients:\n    n_steps: 64\nchecks:\n  completeness:\n    tolerance: 10.0\n",
-    )
-    strict = _write(
-        tmp_path,
-        "strict.yaml",
-        "methods:\n  integrated_gradients:\n    n_steps: 2\nchecks:\n  completeness:\n    tolerance: 0.0\n",
-    )
-    ok = _cli(
+def test_good_model_passes_and_outputs_agree(
+    tracking_store, small_cnn, shapes16, probe_file, tmp_path, monkeypatch
+):
+    """Run as a CI job runs it: a subprocess, on GitHub Actions, with JUnit and a summary."""
+    _, probe = shapes16
+    uri = _log(small_cnn, probe.images[:2])
+    config = _write(tmp_path, "gate.yaml", OBJECT)
+    env = {
+        **__import__("os").environ,
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "step.md"),
+    }
+    out = _cli(
         "audit",
         "--model-uri",
-        model_uri,
+        uri,
         "--probe",
-        str(probe),
+        probe_file,
         "--config",
-        loose,
+        config,
         "--experiment",
-        "gate",
+        "ci",
+        "--junit",
+        "junit.xml",
+        "--summary",
+        "summary.md",
         "--output-dir",
         "out",
         cwd=tmp_path,
+        env=env,
     )
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    assert "verdict: pass" in ok.stdout
-    assert (tmp_path / "out" / "summary.json").is_file()
-    bad = _cli(
-        "audit",
-        "--model-uri",
-        model_uri,
-        "--probe",
-        str(probe),
-        "--config",
-        strict,
-        "--experiment",
-        "gate",
-        cwd=tmp_path,
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "gate: pass" in out.stdout and "::error" not in out.stdout
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "0"
+    assert {c.get("name") for c in suite.findall("testcase")} == {
+        "integrated_gradients.completeness",
+        "xai/integrated_gradients/converged_fraction",
+        "xai/integrated_gradients/object_mass_fraction_mean",
+    }
+    assert "### mlflow-xai gate: PASS" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "summary.md").read_text() in (tmp_path / "step.md").read_text()
+    (run,) = mlflow.search_runs(experiment_names=["ci"], output_format="list")
+    assert run.data.tags["xai.gate"] == "pass"
+    gate = json.loads((tmp_path / "out").joinpath("summary.json").read_text())
+    assert gate["metrics"]["xai/integrated_gradients/converged_fraction"] == 1.0
+    local = MlflowClient().download_artifacts(run.info.run_id, "xai/gate.json", str(tmp_path))
+    assert json.loads(open(local).read())["status"] == "pass"
+
+
+def test_model_that_ignores_the_object_fails(
+    tracking_store, small_cnn, probe_file, shapes16, tmp_path, capsys
+):
+    _, probe = shapes16
+    uri = _log(BorderModel(small_cnn), probe.images[:2])
+    config = _write(tmp_path, "gate.yaml", OBJECT)
+    code = main(["audit", "--model-uri", uri, "--probe", probe_file, "--config", config, "--junit", "j.xml"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAIL  xai/integrated_gradients/object_mass_fraction_mean" in out
+    assert "gate: fail" in out
+    suite = ET.parse("j.xml").getroot().find("testsuite")
+    failed = [c.get("name") for c in suite.findall("testcase") if c.find("failure") is not None]
+    assert failed == ["xai/integrated_gradients/object_mass_fraction_mean"]
+
+
+def test_model_with_only_degenerate_baselines_fails(tracking_store, probe_file, shapes16, tmp_path, capsys):
+    _, probe = shapes16
+    uri = _log(ConstantModel(), probe.images[:2])
+    config = _write(tmp_path, "gate.yaml", "methods:\n  integrated_gradients:\n    n_steps: 8\n")
+    code = main(["audit", "--model-uri", uri, "--probe", probe_file, "--config", config, "--experiment", "x"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "every one of 6 samples has a degenerate baseline" in out
+    (run,) = mlflow.search_runs(experiment_names=["x"], output_format="list")
+    assert run.data.tags["xai.gate"] == "fail"
+
+
+def test_gate_rejudges_a_run_without_recomputing(
+    tracking_store, small_cnn, probe_file, shapes16, tmp_path, capsys
+):
+    _, probe = shapes16
+    uri = _log(small_cnn, probe.images[:2])
+    loose = _write(tmp_path, "loose.yaml", GATE)
+    assert (
+        main(["audit", "--model-uri", uri, "--probe", probe_file, "--config", loose, "--experiment", "g"])
+        == 0
     )
-    assert bad.returncode == 1, bad.stderr[-2000:]
-    assert "verdict: fail" in bad.stdout
-    runs = mlflow.search_runs(experiment_names=["gate"], output_format="list")
-    assert sorted(r.data.tags["xai.verdict"] for r in runs) == ["fail", "pass"]
-    for run in runs:
-        assert {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "xai")} >= {"xai/summary.json"}
+    (run,) = mlflow.search_runs(experiment_names=["g"], output_format="list")
+    steps = run.data.metrics["xai/integrated_gradients/steps_max"]
+    strict = _write(
+        tmp_path,
+        "strict.yaml",
+        GATE + f"    xai/integrated_gradients/steps_max:\n      fail: {steps - 1}\n",
+    )
+    capsys.readouterr()
+    assert main(["gate", "--run-id", run.info.run_id, "--config", strict, "--junit", "j.xml"]) == 1
+    assert (
+        f"xai/integrated_gradients/steps_max = {steps:.4g} is above {steps - 1:g}" in capsys.readouterr().out
+    )
+    assert MlflowClient().get_run(run.info.run_id).data.tags["xai.gate"] == "fail"
+    assert main(["gate", "--run-id", run.info.run_id, "--config", loose]) == 0
+    assert MlflowClient().get_run(run.info.run_id).data.tags["xai.gate"] == "pass"
+
+
+def test_baseline_model_drift_and_relative_thresholds(
+    tracking_store, small_cnn, probe_file, shapes16, tmp_path
+):
+    _, probe = shapes16
+    uri = _log(small_cnn, probe.images[:2])
+    config = _write(
+        tmp_path,
+        "drift.yaml",
+        GATE + "    xai/integrated_gradients/steps_mean:\n      fail: 0.0\n      relative: true\n"
+        "    xai/integrated_gradients/drift_rank_correlation_median:\n      fail: 0.999\n"
+        "      higher_is_better: true\n",
+    )
+    code = main(
+        [
+            "audit",
+            "--model-uri",
+            uri,
+            "--baseline-model-uri",
+            uri,
+            "--probe",
+            probe_file,
+            "--config",
+            config,
+            "--experiment",
+            "d",
+        ]
+    )
+    assert code == 0
+    (run,) = mlflow.search_runs(experiment_names=["d"], output_format="list")
+    # The same model against itself: identical attributions, nothing worse than the baseline.
+    assert run.data.metrics["xai/integrated_gradients/drift_rank_correlation_median"] == pytest.approx(1.0)
+    assert run.data.metrics["xai/integrated_gradients/drift_topk_overlap_min"] == pytest.approx(1.0)
+    assert main(["gate", "--run-id", run.info.run_id, "--config", config]) == 0
 
 
 @pytest.mark.parametrize(
@@ -100,37 +250,67 @@ def test_audit_passes_and_fails_by_its_checks(logged, tmp_path):
         (
             "methods:\n  integrated_gradients:\n    n_steps: '50'\n",
             None,
-            'methods.integrated_gradients.n_steps must be an integer >= 1',
+            "methods.integrated_gradients.n_steps must be an integer >= 1",
         ),
         ("methods: [1, 2]\n", None, "methods must be a mapping"),
+        (
+            "gate:\n  thresholds:\n    xai/occlusion/seconds:\n      fail: 1.0\n",
+            None,
+            "gate.thresholds names metric 'xai/occlusion/seconds', which this audit did not produce",
+        ),
         ("seed: 1\n", "missing.npz", "probe file"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(logged, tmp_path, config_text, probe_name, message):
-    model_uri, probe = logged
-    config = _write(tmp_path, "c.yaml", config_text)
-    probe_arg = str(tmp_path / probe_name) if probe_name else str(probe)
-    out = _cli("audit", "--model-uri", model_uri, "--probe", probe_arg, "--config", config, cwd=tmp_path)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mlflow-xai: error: "), out.stderr[-2000:]
+def test_bad_input_exits_2_with_one_line(
+    tracking_store, small_cnn, shapes16, probe_file, tmp_path, capsys, config_text, probe_name, message
+):
+    _, probe = shapes16
+    uri = _log(small_cnn, probe.images[:2])
+    config = _write(
+        tmp_path,
+        "c.yaml",
+        config_text + "methods:\n  integrated_gradients:\n    n_steps: 4\n"
+        if "methods" not in config_text
+        else config_text,
+    )
+    probe_arg = str(tmp_path / probe_name) if probe_name else probe_file
+    code = main(
+        ["audit", "--model-uri", uri, "--probe", probe_arg, "--config", config, "--experiment", "bad"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlflow-xai: error: "), err
     assert message in lines[0]
-    assert "Traceback" not in out.stderr
+    # Nothing half-written: a bad input logs no run.
+    experiment = mlflow.get_experiment_by_name("bad")
+    assert experiment is None or not mlflow.search_runs([experiment.experiment_id], output_format="list")
 
 
-def test_non_pytorch_model_exits_2(tracking_store, tmp_path, logged):
+def test_bad_config_in_a_subprocess_has_no_traceback(tmp_path):
+    config = _write(tmp_path, "c.yaml", "methods:\n  integrated_gradient: {}\n")
+    out = _cli("validate-config", config, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "mlflow-xai: error: invalid config: unknown key 'integrated_gradient' in methods; valid keys: "
+        + ", ".join(sorted(__import__("mlflow_xai.config", fromlist=["x"]).MethodsConfig.model_fields))
+    ]
+    good = _cli(
+        "validate-config",
+        str(__import__("pathlib").Path(__file__).parents[1] / "configs/ci-gate.yaml"),
+        cwd=tmp_path,
+    )
+    assert good.returncode == 0 and "valid" in good.stdout
+
+
+def test_non_pytorch_or_missing_model_exits_2(tracking_store, probe_file, capsys):
     from sklearn.linear_model import LogisticRegression
 
-    _, probe = logged
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             LogisticRegression().fit(np.random.rand(10, 3), np.arange(10) % 2), name="model"
         )
-    out = _cli("audit", "--model-uri", info.model_uri, "--probe", str(probe), cwd=tmp_path)
-    assert out.returncode == 2
-    assert "is not a PyTorch model (its flavors: python_function, sklearn)" in out.stderr
-    missing = _cli(
-        "audit", "--model-uri", "runs:/0123456789abcdef/model", "--probe", str(probe), cwd=tmp_path
-    )
-    assert missing.returncode == 2
-    assert "cannot load model 'runs:/0123456789abcdef/model'" in missing.stderr
+    assert main(["audit", "--model-uri", info.model_uri, "--probe", probe_file]) == 2
+    assert "is not a PyTorch model (its flavors: python_function, sklearn)" in capsys.readouterr().err
+    assert main(["audit", "--model-uri", "runs:/0123456789abcdef/model", "--probe", probe_file]) == 2
+    assert "cannot load model 'runs:/0123456789abcdef/model'" in capsys.readouterr().err

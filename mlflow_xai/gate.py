@@ -1,0 +1,282 @@
+"""The quality gate: judge an audit's metrics against the config's checks and thresholds.
+
+Judging reads metrics only, so ``mlflow-xai audit`` (fresh metrics) and ``mlflow-xai gate``
+(metrics read back from a run) give the same verdict on the same numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from xml.etree import ElementTree as ET
+
+import numpy as np
+
+from mlflow_xai.config import AuditConfig, GateConfig, ThresholdConfig
+from mlflow_xai.errors import ConfigError
+
+LEVELS = ("pass", "warn", "fail")
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    name: str  # "<method>.completeness" or a metric name
+    kind: str  # "method_check" | "threshold"
+    level: str  # pass | warn | fail
+    message: str
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    checks: list[GateCheck]
+    fail_on: tuple[str, ...]
+
+    @property
+    def status(self) -> str:
+        """The worst level of any check: pass, warn or fail (the ``xai.gate`` tag)."""
+        return max((c.level for c in self.checks), key=LEVELS.index)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(c.level in self.fail_on for c in self.checks) else 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "fail_on": list(self.fail_on),
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def judge(
+    metrics: Mapping[str, float],
+    config: AuditConfig,
+    *,
+    baseline_metrics: Mapping[str, float] | None = None,
+) -> GateResult:
+    """Judge ``metrics`` (``xai/<method>/<quantity>`` -> float) by ``config.gate``.
+
+    A gate that evaluates no check, names a metric the audit did not produce, or asks for a
+    relative threshold without baseline metrics is an error, never a pass.
+    """
+    gate: GateConfig = config.gate
+    checks: list[GateCheck] = []
+    if gate.method_checks:
+        tolerance = config.checks.completeness.tolerance
+        for method in sorted(config.methods.enabled()):
+            check = _method_check(method, metrics, tolerance)
+            if check is not None:
+                checks.append(check)
+    for name, threshold in gate.thresholds.items():
+        if name not in metrics:
+            available = ", ".join(sorted(k for k in metrics if k.startswith("xai/")))
+            raise ConfigError(
+                f"gate.thresholds names metric {name!r}, which this audit did not produce; "
+                f"available: {available}"
+            )
+        base = None
+        if threshold.relative:
+            if baseline_metrics is None or name not in baseline_metrics:
+                raise ConfigError(
+                    f"gate.thresholds.{name} is relative to the baseline model, but no baseline "
+                    "metrics are available; pass --baseline-model-uri"
+                )
+            base = float(baseline_metrics[name])
+        checks.append(_threshold_check(name, float(metrics[name]), threshold, base))
+    if not checks:
+        raise ConfigError(
+            "the gate evaluated no check: enable a method with a completeness check "
+            "(integrated_gradients, deeplift, deeplift_shap, gradient_shap) or add gate.thresholds"
+        )
+    return GateResult(checks, tuple(gate.fail_on))
+
+
+def _method_check(method: str, metrics: Mapping[str, float], tolerance: float) -> GateCheck | None:
+    prefix = f"xai/{method}/"
+    samples = metrics.get(prefix + "samples")
+    degenerate = metrics.get(prefix + "degenerate_baseline_count")
+    if samples is None or degenerate is None:
+        return None  # the method has no completeness check
+    name = f"{method}.completeness"
+    judged = int(round(samples - degenerate))
+    if judged <= 0:
+        return GateCheck(
+            name,
+            "method_check",
+            "fail",
+            f"every one of {int(samples)} samples has a degenerate baseline "
+            "(|F(x) - F(x')| below the floor): completeness could not be judged",
+        )
+    fraction = metrics.get(prefix + "completeness_pass_fraction", 0.0)
+    failed = int(round((1.0 - fraction) * judged))
+    note = f"; {int(degenerate)} degenerate baseline(s) not judged" if degenerate else ""
+    if failed:
+        worst = metrics.get(prefix + "completeness_rel_error_max", float("nan"))
+        return GateCheck(
+            name,
+            "method_check",
+            "fail",
+            f"{failed} of {judged} samples above {tolerance:g} relative completeness error "
+            f"(worst {worst:.3g}){note}",
+            fraction,
+        )
+    return GateCheck(
+        name,
+        "method_check",
+        "pass",
+        f"all {judged} samples within {tolerance:g} relative completeness error{note}",
+        fraction,
+    )
+
+
+def _threshold_check(
+    name: str, value: float, threshold: ThresholdConfig, baseline: float | None
+) -> GateCheck:
+    if not np.isfinite(value):
+        return GateCheck(name, "threshold", "fail", f"{name} is {value}, not a finite number", value)
+    sign = 1.0 if threshold.higher_is_better else -1.0
+    for level in ("fail", "warn"):
+        limit = getattr(threshold, level)
+        if limit is None:
+            continue
+        if baseline is None:
+            bad = sign * (value - limit) < 0
+            if bad:
+                word = "below" if threshold.higher_is_better else "above"
+                return GateCheck(name, "threshold", level, f"{name} = {value:.4g} is {word} {limit:g}", value)
+        else:
+            change = sign * (value - baseline) / max(abs(baseline), 1e-12)  # > 0 is better
+            if -change > limit:
+                return GateCheck(
+                    name,
+                    "threshold",
+                    level,
+                    f"{name} = {value:.4g} is {-change:.1%} worse than the baseline model's "
+                    f"{baseline:.4g} (allowed {limit:.1%})",
+                    value,
+                )
+    where = "" if baseline is None else f" (baseline model {baseline:.4g})"
+    return GateCheck(name, "threshold", "pass", f"{name} = {value:.4g} within its levels{where}", value)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a CI system reads
+
+
+def junit_xml(result: GateResult, *, suite: str = "mlflow-xai") -> str:
+    """One test case per method check and threshold; warn levels are passing cases with output."""
+    failures = sum(c.level in result.fail_on for c in result.checks)
+    root = ET.Element("testsuites", name=suite, tests=str(len(result.checks)), failures=str(failures))
+    node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(result.checks)), failures=str(failures))
+    for check in result.checks:
+        case = ET.SubElement(node, "testcase", classname=f"{suite}.{check.kind}", name=check.name)
+        if check.level in result.fail_on:
+            failure = ET.SubElement(case, "failure", message=check.message, type=check.level)
+            failure.text = check.message
+        else:
+            ET.SubElement(case, "system-out").text = f"{check.level}: {check.message}"
+    return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+def markdown_summary(result: GateResult, *, run_id: str | None = None) -> str:
+    icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
+    lines = [f"### mlflow-xai gate: {icon[result.status]}", ""]
+    if run_id:
+        lines += [f"MLflow run `{run_id}`", ""]
+    lines += ["| check | level | detail |", "| --- | --- | --- |"]
+    for c in result.checks:
+        detail = c.message.replace("|", "\\|")
+        lines.append(f"| `{c.name}` | {icon[c.level]} | {detail} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def github_annotations(result: GateResult) -> list[str]:
+    """``::error``/``::warning`` workflow commands for checks that did not pass."""
+    out = []
+    for c in result.checks:
+        if c.level == "pass":
+            continue
+        command = "error" if c.level in result.fail_on else "warning"
+        message = c.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        out.append(f"::{command} title=mlflow-xai {c.name}::{message}")
+    return out
+
+
+def publish(
+    result: GateResult,
+    *,
+    junit: str | None = None,
+    summary: str | None = None,
+    run_id: str | None = None,
+) -> list[str]:
+    """Write the JUnit file and the markdown summary where asked (and to $GITHUB_STEP_SUMMARY);
+    return the annotation lines to print when running on GitHub Actions."""
+    if junit:
+        _write(junit, junit_xml(result))
+    text = markdown_summary(result, run_id=run_id)
+    if summary:
+        _write(summary, text)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    return github_annotations(result) if os.environ.get("GITHUB_ACTIONS") == "true" else []
+
+
+def _write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)  # never a half-written file where a CI system looks
+
+
+def metric_thresholds(config: AuditConfig) -> dict[str, object]:
+    """The config's absolute fail levels as MLflow ``MetricThreshold``s, for
+    ``mlflow.validate_evaluation_results``. Relative levels (an allowed degradation against a
+    baseline) have no MetricThreshold equivalent and are left to ``mlflow-xai gate``."""
+    from mlflow.models import MetricThreshold
+
+    out = {}
+    for name, t in config.gate.thresholds.items():
+        if t.relative or t.fail is None:
+            continue
+        out[name] = MetricThreshold(threshold=float(t.fail), greater_is_better=t.higher_is_better)
+    return out
+
+
+def attribution_drift(
+    candidate: np.ndarray, baseline: np.ndarray, *, top_fraction: float = 0.1
+) -> dict[str, np.ndarray]:
+    """Per sample: Spearman rank correlation of |attribution| and overlap of the top features.
+
+    ``top_fraction`` of the features with the largest |attribution| in each map are compared;
+    the overlap is |top(candidate) & top(baseline)| / k, 1.0 for identical rankings.
+    """
+    import torch
+
+    from mlflow_xai.adaptive import spearman_rank_correlation
+
+    if candidate.shape != baseline.shape:
+        raise ValueError(f"attribution shapes differ: {candidate.shape} vs {baseline.shape}")
+    a = np.abs(candidate.reshape(len(candidate), -1).astype(np.float64))
+    b = np.abs(baseline.reshape(len(baseline), -1).astype(np.float64))
+    rho = spearman_rank_correlation(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    k = max(1, int(round(top_fraction * a.shape[1])))
+    top_a = np.argpartition(-a, k - 1, axis=1)[:, :k]
+    top_b = np.argpartition(-b, k - 1, axis=1)[:, :k]
+    overlap = np.array([len(np.intersect1d(x, y)) / k for x, y in zip(top_a, top_b, strict=True)])
+    return {"drift_rank_correlation": rho, "drift_topk_overlap": overlap}
+
+
+def drift_metrics(per_sample: Mapping[str, np.ndarray], method: str) -> dict[str, float]:
+    out = {}
+    for key, values in per_sample.items():
+        finite = values[np.isfinite(values)]
+        if len(finite):
+            out[f"xai/{method}/{key}_median"] = float(np.median(finite))
+            out[f"xai/{method}/{key}_min"] = float(finite.min())
+    return out

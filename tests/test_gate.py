@@ -1,0 +1,150 @@
+"""The gate's judgement, and what it hands to a CI system, on metrics known in advance."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.models import EvaluationResult
+
+from mlflow_xai.config import load_config
+from mlflow_xai.errors import ConfigError
+from mlflow_xai.gate import attribution_drift, judge, junit_xml, markdown_summary, metric_thresholds, publish
+
+IG = "xai/integrated_gradients/"
+
+
+def _metrics(pass_fraction=1.0, samples=10.0, degenerate=0.0, **extra):
+    out = {
+        IG + "samples": samples,
+        IG + "degenerate_baseline_count": degenerate,
+        IG + "completeness_rel_error_max": 0.5,
+        IG + "completeness_rel_error_p95": 0.004,
+    }
+    if samples > degenerate:
+        out[IG + "completeness_pass_fraction"] = pass_fraction
+    out.update(extra)
+    return out
+
+
+def _config(thresholds=None, fail_on=("fail",)):
+    return load_config(
+        {
+            "methods": {"integrated_gradients": {}},
+            "gate": {"thresholds": thresholds or {}, "fail_on": list(fail_on)},
+        }
+    )
+
+
+def test_method_check_passes_and_fails_with_the_count():
+    assert judge(_metrics(), _config()).status == "pass"
+    result = judge(_metrics(pass_fraction=0.7), _config())
+    assert result.status == "fail" and result.exit_code == 1
+    assert "3 of 10 samples above 0.01 relative completeness error (worst 0.5)" in result.checks[0].message
+
+
+def test_every_sample_degenerate_is_a_failure_not_a_pass():
+    result = judge(_metrics(samples=5.0, degenerate=5.0), _config())
+    assert result.status == "fail"
+    assert "every one of 5 samples has a degenerate baseline" in result.checks[0].message
+
+
+@pytest.mark.parametrize(
+    ("value", "higher", "expected"),
+    [
+        (0.004, False, "pass"),
+        (0.007, False, "warn"),
+        (0.02, False, "fail"),
+        (0.9, True, "pass"),
+        (0.6, True, "warn"),
+        (0.2, True, "fail"),
+    ],
+)
+def test_absolute_levels_in_both_directions(value, higher, expected):
+    levels = {"warn": 0.005, "fail": 0.01} if not higher else {"warn": 0.8, "fail": 0.5}
+    name = IG + "object_mass_fraction_mean"
+    cfg = _config({name: {**levels, "higher_is_better": higher}})
+    cfg = cfg.model_copy(update={"gate": cfg.gate.model_copy(update={"method_checks": False})})
+    result = judge({**_metrics(), name: value}, cfg)
+    assert [c.level for c in result.checks] == [expected]
+
+
+def test_warn_fails_the_job_only_when_fail_on_lists_it():
+    name = IG + "completeness_rel_error_p95"
+    metrics = _metrics(**{name: 0.007})
+    assert judge(metrics, _config({name: {"warn": 0.005}})).exit_code == 0
+    strict = judge(metrics, _config({name: {"warn": 0.005}}, fail_on=("fail", "warn")))
+    assert strict.status == "warn" and strict.exit_code == 1
+
+
+def test_relative_to_the_baseline_model():
+    name = IG + "completeness_rel_error_p95"
+    cfg = _config({name: {"fail": 0.5, "relative": True}})
+    base = {name: 0.010}
+    assert judge(_metrics(**{name: 0.014}), cfg, baseline_metrics=base).status == "pass"
+    worse = judge(_metrics(**{name: 0.016}), cfg, baseline_metrics=base)
+    assert worse.status == "fail" and "60.0% worse than the baseline model's 0.01" in worse.checks[-1].message
+    with pytest.raises(ConfigError, match="relative to the baseline model, but no baseline metrics"):
+        judge(_metrics(**{name: 0.016}), cfg)
+
+
+def test_unknown_metric_and_empty_gate_are_errors():
+    with pytest.raises(ConfigError, match="did not produce; available: xai/integrated_gradients/"):
+        judge(_metrics(), _config({"xai/occlusion/seconds": {"fail": 1.0}}))
+    cfg = load_config({"methods": {"saliency": {}}})
+    with pytest.raises(ConfigError, match="the gate evaluated no check"):
+        judge({"xai/saliency/samples": 3.0, "xai/saliency/seconds": 0.1}, cfg)
+
+
+def test_junit_markdown_and_annotations_agree(tmp_path, monkeypatch):
+    name = IG + "completeness_rel_error_p95"
+    result = judge(_metrics(pass_fraction=0.9, **{name: 0.007}), _config({name: {"warn": 0.005}}))
+    summary_file = tmp_path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary_file))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    lines = publish(result, junit=str(tmp_path / "j.xml"), summary=str(tmp_path / "s.md"), run_id="abc")
+    suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert set(cases) == {"integrated_gradients.completeness", name}
+    assert suite.get("failures") == "1"
+    assert cases["integrated_gradients.completeness"].find("failure") is not None
+    assert cases[name].find("failure") is None
+    assert lines == [
+        "::error title=mlflow-xai integrated_gradients.completeness::1 of 10 samples above 0.01 "
+        "relative completeness error (worst 0.5)",
+        f"::warning title=mlflow-xai {name}::{name} = 0.007 is above 0.005",
+    ]
+    text = (tmp_path / "s.md").read_text()
+    assert text in summary_file.read_text()
+    assert "### mlflow-xai gate: FAIL" in text and "| `" + name + "` | WARN |" in text
+    assert junit_xml(result).startswith("<?xml")
+    assert "abc" in markdown_summary(result, run_id="abc")
+
+
+def test_metric_thresholds_gate_through_mlflow():
+    name = IG + "completeness_rel_error_p95"
+    cfg = _config({name: {"fail": 0.01}, IG + "steps_mean": {"fail": 0.5, "relative": True}})
+    thresholds = metric_thresholds(cfg)
+    assert list(thresholds) == [name]  # relative levels have no MetricThreshold equivalent
+    mlflow.validate_evaluation_results(thresholds, EvaluationResult({name: 0.005}, {}))
+    with pytest.raises(Exception, match="completeness_rel_error_p95"):
+        mlflow.validate_evaluation_results(thresholds, EvaluationResult({name: 0.05}, {}))
+
+
+def test_attribution_drift_known_answers():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 2, 5, 5))
+    same = attribution_drift(a, a.copy())
+    assert np.allclose(same["drift_rank_correlation"], 1.0)
+    assert np.allclose(same["drift_topk_overlap"], 1.0)
+    # Reverse the magnitude ranking: rank correlation -1, and the top 10% share nothing.
+    flat = np.abs(a.reshape(3, -1))
+    order = np.argsort(flat, axis=1)
+    reversed_ = np.empty_like(flat)
+    for i in range(3):
+        reversed_[i, order[i]] = flat[i, order[i][::-1]]
+    drift = attribution_drift(a, reversed_.reshape(a.shape))
+    assert np.allclose(drift["drift_rank_correlation"], -1.0)
+    assert np.allclose(drift["drift_topk_overlap"], 0.0)
