@@ -25,7 +25,8 @@ from mlflow_xai.errors import ModelError, ProbeError
 from mlflow_xai.ig_plots import IGPathProfiles, ig_path_profiles
 from mlflow_xai.loaders import load_probe
 from mlflow_xai.methods import build
-from mlflow_xai.model import ModelHandle, audit_mode, resolve_device
+from mlflow_xai.methods.base import Attribution
+from mlflow_xai.model import ModelHandle, audit_mode, resolve_autocast, resolve_device, tf32_mode
 from mlflow_xai.probe import ProbeSet
 from mlflow_xai.report import AuditReport, MethodResult
 
@@ -56,7 +57,7 @@ def audit(
 
     device = resolve_device(cfg.device)
     methods = {name: build(name, mcfg) for name, mcfg in cfg.methods.enabled().items()}
-    handle = ModelHandle(model, device, cfg.output)
+    handle = ModelHandle(model, device, cfg.output, resolve_autocast(cfg.precision.autocast, device))
     for method in methods.values():
         if method.needs_hooks and handle.exported:
             method.attribute(handle, torch.empty(0), torch.empty(0))  # raises the refusal message
@@ -86,7 +87,8 @@ def audit(
         seconds = dict.fromkeys(methods, 0.0)
         extras: dict[str, dict[str, np.ndarray]] = {name: {} for name in methods}
 
-        with audit_mode(model), _on_device(model, device):
+        splitters = {name: _BatchSplitter(name) for name in methods}
+        with audit_mode(model), _on_device(model, device), tf32_mode(cfg.precision.tf32):
             dtype = _input_dtype(model)
             _check_fits(handle, probe, dtype)
             for batch in probe.batches(cfg.batch_size):
@@ -100,7 +102,7 @@ def audit(
                 targets[rows] = target.cpu().numpy()
                 for name, method in methods.items():
                     started = time.perf_counter()
-                    result = method.attribute(handle, x, target)
+                    result = splitters[name].attribute(method, handle, x, target)
                     if device.type == "cuda":
                         torch.cuda.synchronize(device)
                     seconds[name] += time.perf_counter() - started
@@ -142,6 +144,11 @@ def audit(
             device=str(device),
             exported_model=handle.exported,
             ig_profiles=ig_profiles,
+            seed=cfg.seed,
+            dtype=str(dtype).removeprefix("torch."),
+            autocast=cfg.precision.autocast,
+            tf32=cfg.precision.tf32,
+            oom_splits={name: s.splits for name, s in splitters.items() if s.splits},
         )
         # The files live as long as the report that reads them.
         weakref.finalize(report, shutil.rmtree, workdir, ignore_errors=True)
@@ -149,6 +156,54 @@ def audit(
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)  # an interrupted audit leaves nothing behind
         raise
+
+
+class _BatchSplitter:
+    """Runs one method on a batch; on CUDA out-of-memory it halves the pieces and retries.
+
+    The smaller size sticks for the rest of the audit, so the next batches do not fail first.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.limit: int | None = None  # largest piece known to fit; None until memory runs out
+        self.splits = 0
+
+    def attribute(
+        self, method: Any, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor
+    ) -> Attribution:
+        pieces: list[Attribution] = []
+        start, n = 0, len(x)
+        while start < n:
+            size = n - start if self.limit is None else min(self.limit, n - start)
+            try:
+                pieces.append(method.attribute(handle, x[start : start + size], target[start : start + size]))
+            except torch.cuda.OutOfMemoryError as exc:
+                if size == 1:
+                    raise ModelError(
+                        f"method {self.name!r} ran out of device memory on a single sample; lower its "
+                        "internal_batch_size (or perturbations_per_eval), or audit on the CPU"
+                    ) from exc
+                del exc  # its traceback holds the failed pass's tensors
+                if handle.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.limit = (size + 1) // 2
+                self.splits += 1
+                continue
+            start += size
+        return pieces[0] if len(pieces) == 1 else _concat(pieces)
+
+
+def _concat(pieces: list[Attribution]) -> Attribution:
+    def cat(values: list[torch.Tensor | None]) -> torch.Tensor | None:
+        return None if values[0] is None else torch.cat(values)  # type: ignore[arg-type]
+
+    return Attribution(
+        values=torch.cat([p.values for p in pieces]),
+        output_at_input=cat([p.output_at_input for p in pieces]),
+        output_at_baseline=cat([p.output_at_baseline for p in pieces]),
+        extras={key: torch.cat([p.extras[key] for p in pieces]) for key in pieces[0].extras},
+    )
 
 
 @contextmanager

@@ -51,6 +51,32 @@ def is_exported_graph(model: nn.Module) -> bool:
     return True
 
 
+def resolve_autocast(spec: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision.autocast`` on ``device``; CPU autocast is bfloat16 only."""
+    if spec is None:
+        return None
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[spec]
+    if device.type == "cpu" and dtype != torch.bfloat16:
+        raise ModelError(
+            f"precision.autocast {spec!r} needs a CUDA (or MPS) device, but the audit runs on the CPU, "
+            "where autocast supports bfloat16 only; use autocast: bfloat16 or null"
+        )
+    return dtype
+
+
+@contextmanager
+def tf32_mode(enabled: bool) -> Iterator[None]:
+    """Allow (or forbid) TF32 in CUDA matmuls and convolutions for the audit, then restore."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+
+
 @contextmanager
 def audit_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and frozen parameters for the audit; the previous state is restored on exit.
@@ -84,6 +110,9 @@ class ModelHandle:
     module: nn.Module
     device: torch.device
     output: str = "logit"
+    # Precision of gradient passes (None: full). Passes without autograd, whose outputs are
+    # reported and checked (predictions, F(x), F(x')), always run in full precision.
+    autocast: torch.dtype | None = None
 
     @property
     def exported(self) -> bool:
@@ -91,7 +120,13 @@ class ModelHandle:
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """The model's outputs for ``x``, transformed to the explained output, shape (B, C)."""
-        raw = self.module(x)
+        if self.autocast is not None and torch.is_grad_enabled():
+            with torch.autocast(self.device.type, dtype=self.autocast):
+                raw = self.module(x)
+            if isinstance(raw, torch.Tensor) and raw.is_floating_point():
+                raw = raw.to(x.dtype)  # softmax and the target's sum run in full precision
+        else:
+            raw = self.module(x)
         if not isinstance(raw, torch.Tensor):
             raise ModelError(
                 f"the model returned {type(raw).__name__}; a classifier to audit must return one "

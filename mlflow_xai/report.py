@@ -111,6 +111,12 @@ class AuditReport:
     device: str
     exported_model: bool
     ig_profiles: Any = None  # IGPathProfiles of the first samples, for the convergence figures
+    # How the run computed: enough to repeat it and to tell runs apart.
+    seed: int = 0  # the audit's torch seed (and the seed of probe sampling)
+    dtype: str = "float32"  # dtype of the inputs and of every reported output
+    autocast: str | None = None  # precision of gradient passes, when lower than dtype
+    tf32: bool = False  # TF32 allowed in CUDA matmuls and convolutions
+    oom_splits: dict[str, int] = field(default_factory=dict)  # per method: batch halvings on CUDA OOM
 
     def metrics(self) -> dict[str, float]:
         """Every metric, named ``xai/<method>/<quantity>_<stat>``, as plain Python floats."""
