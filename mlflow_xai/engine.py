@@ -144,6 +144,7 @@ def audit(
             device=str(device),
             exported_model=handle.exported,
             ig_profiles=ig_profiles,
+            compute_dtype=str(dtype).removeprefix("torch."),
             seed=cfg.seed,
             dtype=str(dtype).removeprefix("torch."),
             autocast=cfg.precision.autocast,

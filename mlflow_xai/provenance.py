@@ -24,7 +24,7 @@ def package_version(name: str) -> str:
 def provenance(report: AuditReport) -> dict[str, Any]:
     """A JSON-ready record of what produced ``report``; ``config_yaml`` is the config as run."""
     versions = {"mlflow-xai": __version__, **{name: package_version(name) for name in PACKAGES}}
-    compute_dtype = getattr(report, "compute_dtype", None)
+    compute_dtype = report.compute_dtype
     return {
         "versions": versions,
         "device": report.device,

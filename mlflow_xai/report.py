@@ -111,6 +111,7 @@ class AuditReport:
     device: str
     exported_model: bool
     ig_profiles: Any = None  # IGPathProfiles of the first samples, for the convergence figures
+    compute_dtype: str | None = None  # the dtype the model and the attribution paths ran in
     # How the run computed: enough to repeat it and to tell runs apart.
     seed: int = 0  # the audit's torch seed (and the seed of probe sampling)
     dtype: str = "float32"  # dtype of the inputs and of every reported output

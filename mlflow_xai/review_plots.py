@@ -82,7 +82,7 @@ def class_summary_figure(rows: Sequence[Mapping[str, object]], path: Path) -> Pa
     ]
     if any(isinstance(r.get("accuracy"), float) for r in rows):
         accuracy = [r["accuracy"] if isinstance(r["accuracy"], float) else np.nan for r in rows]
-        panels.append(("accuracy", accuracy, {"xlim": (0, 1.25)}))
+        panels.append(("accuracy", accuracy, {"xlim": (0, 1.2), "xticks": [0, 0.5, 1]}))
     for key in rows[0]:
         if key.endswith("/completeness_rel_error_median"):
             values = [float(r[key]) for r in rows]

@@ -152,6 +152,7 @@ def test_provenance(image_audit):
     assert record["tf32_matmul"] is torch.backends.cuda.matmul.allow_tf32
     assert record["probe_sha256"] == report.probe_sha256 == report.probe.sha256()
     assert record["seed"] == report.config.seed
+    assert record["compute_dtype"] == "float32" and record["mask_dtype"] == "float16"
     assert record["config_yaml"] == dump_config(report.config)
     assert yaml.safe_load(record["config_yaml"])["artifacts"]["sheet_samples"] == 3
 
@@ -301,6 +302,8 @@ def test_tabular_probe_gets_feature_bars_and_csv(named, tmp_path):
     np.testing.assert_allclose(
         [float(r["mean_attribution"]) for r in rows], (x * weights).mean(axis=0)[order], rtol=1e-3, atol=1e-4
     )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["provenance"]["compute_dtype"] == "float64"  # the model's own precision
     html = (tmp_path / "report.html").read_text()
     assert "Feature attributions" in html
 
