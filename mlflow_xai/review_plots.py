@@ -11,6 +11,9 @@ import matplotlib
 matplotlib.use("Agg")  # figures are files; never open a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+MAX_CLASSES_SHOWN = 30
 
 
 def completeness_histogram(
@@ -76,6 +79,10 @@ def class_summary_figure(rows: Sequence[Mapping[str, object]], path: Path) -> Pa
     """Per class, side by side: sample count, accuracy and each method's median completeness error."""
     if not rows:
         return None
+    title = "Per-class summary"
+    if len(rows) > MAX_CLASSES_SHOWN:  # keep the figure readable: the most frequent classes
+        title += f" ({MAX_CLASSES_SHOWN} most frequent of {len(rows)} classes)"
+        rows = sorted(rows, key=lambda r: -int(r["count"]))[:MAX_CLASSES_SHOWN]
     classes = [str(r["class"]) for r in rows]
     panels: list[tuple[str, list[float], dict[str, object]]] = [
         ("samples", [float(r["count"]) for r in rows], {})
@@ -100,11 +107,13 @@ def class_summary_figure(rows: Sequence[Mapping[str, object]], path: Path) -> Pa
                     _cell(v), (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7
                 )
         ax.set(xlabel=label, **limits)
+        if "xticks" not in limits:
+            ax.xaxis.set_major_locator(MaxNLocator(3))
         ax.margins(x=0.25)
     axes[0][0].set_yticks(positions, classes)
     axes[0][0].set_ylabel("class")
     axes[0][0].invert_yaxis()
-    fig.suptitle("Per-class summary", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     _save(fig, path)
     return path
 

@@ -20,6 +20,7 @@ from mlflow_xai.config import dump_config, load_config
 from mlflow_xai.datasets import make_shapes
 from mlflow_xai.engine import audit
 from mlflow_xai.probe import ProbeSet
+from mlflow_xai.review_plots import MAX_CLASSES_SHOWN, class_summary_figure
 from mlflow_xai.viz import SIGNS, attribution_sheet, colour_limits, heat_rgba, sign_map
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -314,3 +315,11 @@ def test_config_rejects_bad_artifact_options():
     with pytest.raises(Exception, match="artifacts.color_scale"):
         load_config({"artifacts": {"color_scale": 0.0}})
     assert load_config({"artifacts": {"color_scale": 2.5}}).artifacts.color_scale == 2.5
+
+
+def test_class_summary_figure_stays_readable_with_many_classes(tmp_path):
+    rows = [{"class": i, "count": i % 7 + 1, "accuracy": 0.5} for i in range(300)]
+    path = class_summary_figure(rows, tmp_path / "classes.png")
+    height = int.from_bytes(path.read_bytes()[20:24], "big")  # PNG IHDR: width, then height
+    few = class_summary_figure(rows[:MAX_CLASSES_SHOWN], tmp_path / "few.png")
+    assert height == int.from_bytes(few.read_bytes()[20:24], "big")
