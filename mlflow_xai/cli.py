@@ -170,7 +170,7 @@ def _audit(args: argparse.Namespace) -> int:
             {"model_uri": args.baseline_model_uri, "metrics": baseline_metrics}, indent=2
         )
     if args.output_dir:
-        write_artifacts(report, args.output_dir)
+        _write_folder_atomically(report, args.output_dir, extra_files, write_artifacts)
     extra = {"extra_metrics": metrics, "extra_files": extra_files, "extra_tags": {"xai.gate": result.status}}
     if args.run_id:
         run_id = args.run_id
@@ -187,6 +187,33 @@ def _audit(args: argparse.Namespace) -> int:
 
         print(summary_table(metrics))
     return _finish(result, args, run_id)
+
+
+def _write_folder_atomically(report: Any, target: str, extra_files: dict[str, str], write: Any) -> None:
+    """Write into a temporary sibling folder, then rename it into place: a reader never sees a
+    half-written folder, and an interrupted write leaves the previous one untouched."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    final = Path(target).resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        write(report, staging)
+        for name, text in extra_files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            staging.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _gate(args: argparse.Namespace) -> int:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
@@ -13,6 +16,32 @@ from mlflow_xai.artifacts import write_artifacts
 from mlflow_xai.report import AuditReport
 
 ARTIFACT_PATH = "xai"
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+
+def with_retries(
+    action: Callable[[], T],
+    *,
+    attempts: int = 4,
+    first_delay: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``action``; on an error retry it with exponential backoff (1 s, 2 s, 4 s, ...).
+
+    Uploads to a shared tracking server fail transiently (timeouts, 5xx, a restarting server);
+    the last error is raised once every attempt has failed.
+    """
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == attempts - 1:
+                raise
+            delay = first_delay * 2**attempt
+            _log.warning("upload failed (%s); retrying in %.0f s", type(exc).__name__, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def log_report(
@@ -36,7 +65,7 @@ def log_report(
         write_artifacts(report, folder)
         for relative, text in (extra_files or {}).items():
             (Path(folder) / relative).write_text(text, encoding="utf-8")
-        client.log_artifacts(run_id, folder, artifact_path=ARTIFACT_PATH)
+        with_retries(lambda: client.log_artifacts(run_id, folder, artifact_path=ARTIFACT_PATH))
     now = int(time.time() * 1000)
     values = {**report.metrics(), **(extra_metrics or {})} if log_metrics else {}
     metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]

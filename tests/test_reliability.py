@@ -1,0 +1,72 @@
+"""Faults: uploads that fail transiently, interrupted writes, identical results run after run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlflow_xai.engine import audit
+from mlflow_xai.tracking import with_retries
+
+
+def test_upload_is_retried_with_backoff_then_succeeds():
+    calls, delays = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("server restarting")
+        return "uploaded"
+
+    assert with_retries(flaky, sleep=delays.append) == "uploaded"
+    assert len(calls) == 3 and delays == [1.0, 2.0]
+
+
+def test_upload_that_keeps_failing_raises_the_last_error():
+    delays = []
+
+    def broken():
+        raise ConnectionError(f"attempt {len(delays) + 1}")
+
+    with pytest.raises(ConnectionError, match="attempt 4"):
+        with_retries(broken, sleep=delays.append)
+    assert delays == [1.0, 2.0, 4.0]
+
+
+def test_output_dir_is_replaced_whole_or_not_at_all(small_cnn, shapes16, tmp_path):
+    from mlflow_xai.artifacts import write_artifacts
+    from mlflow_xai.cli import _write_folder_atomically
+
+    _, probe = shapes16
+    report = audit(small_cnn, probe.images[:3], {"methods": {"integrated_gradients": {"n_steps": 4}}})
+    target = tmp_path / "out"
+    _write_folder_atomically(report, str(target), {"gate.json": "{}"}, write_artifacts)
+    assert (target / "summary.json").is_file() and (target / "gate.json").is_file()
+
+    def crash(report, folder):
+        write_artifacts(report, folder)
+        raise KeyboardInterrupt  # interrupted after writing part of the new folder
+
+    (target / "marker").write_text("previous")
+    with pytest.raises(KeyboardInterrupt):
+        _write_folder_atomically(report, str(target), {}, crash)
+    assert (target / "marker").read_text() == "previous"  # the previous folder is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
+
+
+def test_same_inputs_give_identical_metrics(small_cnn, shapes16):
+    _, probe = shapes16
+    config = {
+        "seed": 7,
+        "methods": {
+            "integrated_gradients": {"n_steps": "auto"},
+            "gradient_shap": {"n_samples": 8},
+            "occlusion": {"sliding_window_shapes": [3, 4, 4], "strides": [3, 4, 4]},
+        },
+    }
+    first = audit(small_cnn, probe.images[:6], config)
+    second = audit(small_cnn, probe.images[:6], config)
+    strip = lambda m: {k: v for k, v in m.items() if not k.endswith("/seconds")}  # noqa: E731
+    assert strip(first.metrics()) == strip(second.metrics())
+    for name in first.methods:
+        assert np.array_equal(first.methods[name].attributions, second.methods[name].attributions)
