@@ -27,7 +27,7 @@ from mlflow_xai.loaders import load_probe
 from mlflow_xai.methods import build
 from mlflow_xai.methods.base import Attribution
 from mlflow_xai.model import ModelHandle, audit_mode, resolve_autocast, resolve_device, tf32_mode
-from mlflow_xai.probe import ProbeSet
+from mlflow_xai.probe import ProbeSet, release_pages
 from mlflow_xai.report import AuditReport, MethodResult
 
 
@@ -107,6 +107,7 @@ def audit(
                         torch.cuda.synchronize(device)
                     seconds[name] += time.perf_counter() - started
                     attributions[name][rows] = result.values.float().cpu().numpy()
+                    release_pages(attributions[name])  # written pages live on in the file, not in RSS
                     for key, value in result.extras.items():
                         column = extras[name].get(key)
                         if column is None:
@@ -274,6 +275,7 @@ def _probe_mean(probe: ProbeSet, chunk: int = 1024) -> np.ndarray:
     total = np.zeros(probe.input_shape, dtype=np.float64)
     for start in range(0, len(probe), chunk):
         total += probe.inputs[start : start + chunk].sum(axis=0, dtype=np.float64)
+        release_pages(probe.inputs)
     return (total / len(probe)).astype(np.float32)
 
 

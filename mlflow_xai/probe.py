@@ -64,6 +64,7 @@ class ProbeSet:
         bad = sum(
             int((~np.isfinite(chunk)).reshape(len(chunk), -1).any(axis=1).sum()) for chunk in _chunks(x)
         )
+        release_pages(x)
         if bad:
             raise ProbeError(f"probe inputs contain NaN or Inf in {bad} sample(s); all values must be finite")
         n = len(x)
