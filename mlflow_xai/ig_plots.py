@@ -114,13 +114,18 @@ def ig_convergence_figures(
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, errors in zip(profiles.ids, profiles.completeness_rel_error, strict=True):
-        shown = np.where(errors > 0, errors, np.nan)  # log axis: an exact zero has no place
+        # log axis: an exact zero has no place, nor an inf (F(x) == F(x'), a degenerate baseline)
+        shown = np.where(np.isfinite(errors) & (errors > 0), errors, np.nan)
         ax.plot(profiles.steps, shown, marker="o", label=name)
     if completeness_tolerance is not None:
         ax.axhline(completeness_tolerance, color="black", linestyle="--", linewidth=1, label="tolerance")
+    errors = profiles.completeness_rel_error
+    drawable = bool((np.isfinite(errors) & (errors > 0)).any())
+    if not drawable:  # every error is 0, NaN or inf: say so instead of failing on an empty log axis
+        ax.text(0.5, 0.5, "no finite, non-zero error to draw", ha="center", transform=ax.transAxes)
     ax.set(
-        xscale="log",
-        yscale="log",
+        xscale="log" if drawable else "linear",
+        yscale="log" if drawable else "linear",
         xlabel="gradient evaluations (nested trapezoid)",
         ylabel="relative completeness error",
         title="Completeness error against steps",

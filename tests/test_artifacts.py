@@ -323,3 +323,27 @@ def test_class_summary_figure_stays_readable_with_many_classes(tmp_path):
     height = int.from_bytes(path.read_bytes()[20:24], "big")  # PNG IHDR: width, then height
     few = class_summary_figure(rows[:MAX_CLASSES_SHOWN], tmp_path / "few.png")
     assert height == int.from_bytes(few.read_bytes()[20:24], "big")
+
+
+class _ConstantModel(nn.Module):
+    """The same scores for every input: F(x) == F(x') for every sample, a degenerate baseline."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(x), 4) + self.scale * x.flatten(1).sum(1, keepdim=True) * 0.0
+
+
+def test_only_degenerate_baselines_still_give_every_artifact(tmp_path):
+    inputs = np.random.default_rng(0).random((5, 3, 16, 16), dtype=np.float32)
+    config = {"methods": {"integrated_gradients": {"n_steps": 4}}, "artifacts": {"sheet_samples": 2}}
+    report = audit(_ConstantModel(), inputs, config)
+    write_artifacts(report, tmp_path)
+    assert _png(tmp_path / "integrated_gradients" / "ig_completeness_vs_steps.png")
+    assert not (tmp_path / "integrated_gradients" / "worst.png").exists()  # nothing judged, no "worst"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    reason = "all 5 samples have a degenerate baseline: completeness cannot be judged"
+    assert summary["failure_reasons"] == {"integrated_gradients": [reason]}
+    assert reason in (tmp_path / "report.html").read_text()
