@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from typing import Any
 
@@ -92,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(config=args.config, retrain=args.retrain)
     command = {"audit": _audit, "gate": _gate, "validate-config": _validate}[args.command]
+    # MLflow's own INFO lines (database set-up, model loading) would bury the verdict; --debug shows them.
+    mlflow_logger = logging.getLogger("mlflow")
+    level = mlflow_logger.level
+    if not args.debug:
+        mlflow_logger.setLevel(logging.WARNING)
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mlflow-xai: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    finally:
+        mlflow_logger.setLevel(level)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -176,9 +184,8 @@ def _audit(args: argparse.Namespace) -> int:
         run_id = args.run_id
         log_report(report, run_id, **extra)
     else:
-        if args.experiment:
-            mlflow.set_experiment(args.experiment)
-        with mlflow.start_run(run_name="xai-audit") as active:
+        experiment_id = _experiment_id(args.experiment) if args.experiment else None
+        with mlflow.start_run(run_name="xai-audit", experiment_id=experiment_id) as active:
             run_id = active.info.run_id
             mlflow.set_tag("mlflow_xai.model_uri", args.model_uri)
             log_report(report, run_id, **extra)
@@ -187,6 +194,15 @@ def _audit(args: argparse.Namespace) -> int:
 
         print(summary_table(metrics))
     return _finish(result, args, run_id)
+
+
+def _experiment_id(name: str) -> str:
+    """The id of experiment ``name``, created if missing (no process-wide active experiment)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
 
 
 def _write_folder_atomically(report: Any, target: str, extra_files: dict[str, str], write: Any) -> None:

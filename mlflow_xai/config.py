@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from mlflow_xai.errors import ConfigError
 
@@ -24,6 +24,14 @@ OUTPUTS = ("logit", "probability", "log_probability")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def keys_of_kind(data: Any, own: set[str]) -> Any:
+    """A dumped kind-keyed section keeps only ``kind`` and the keys that kind takes, so that the
+    dumped config loads again (a key of another kind is an error on load)."""
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if k == "kind" or k in own}
+    return data
 
 
 class BaselineConfig(_Strict):
@@ -52,6 +60,10 @@ class BaselineConfig(_Strict):
         if isinstance(data, str):
             return {"kind": data}
         return data
+
+    @model_serializer(mode="wrap")
+    def _only_keys_of_kind(self, handler: Any) -> Any:
+        return keys_of_kind(handler(self), _BASELINE_KEYS[self.kind])
 
     @model_validator(mode="after")
     def _keys_of_kind(self) -> BaselineConfig:
@@ -520,4 +532,5 @@ def _plural(text: str) -> str:
 
 def dump_config(config: AuditConfig) -> str:
     """The config as YAML, exactly as validated (logged with every run)."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    # Disabled methods and unset options are left out, so that the file loads back to this config.
+    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)

@@ -17,9 +17,9 @@ if "mlflow_xai.config" not in sys.modules:
     del sys.modules[__name__]
     import mlflow_xai.config  # noqa: F401
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_serializer, model_validator
 
-from mlflow_xai.config import BaselineConfig, NonNegativeFloat, PositiveInt, _Strict
+from mlflow_xai.config import BaselineConfig, NonNegativeFloat, PositiveInt, _Strict, keys_of_kind
 
 PositiveFloat = Annotated[float, Field(gt=0.0)]
 LayerName = Annotated[str, Field(min_length=1, description="dotted module name, e.g. features.conv3")]
@@ -120,6 +120,9 @@ class LayerGradCamConfig(_NeedsLayer):
     )
 
 
+_FEATURE_MASK_KEYS = {"grid": {"patch_size"}, "superpixel": {"n_segments", "compactness", "iterations"}}
+
+
 class FeatureMaskConfig(_Strict):
     """Groups of input features perturbed together: square patches or superpixels.
 
@@ -136,9 +139,13 @@ class FeatureMaskConfig(_Strict):
     )
     iterations: PositiveInt = Field(default=10, description="superpixel: k-means iterations")
 
+    @model_serializer(mode="wrap")
+    def _only_keys_of_kind(self, handler: Any) -> Any:
+        return keys_of_kind(handler(self), _FEATURE_MASK_KEYS[self.kind])
+
     @model_validator(mode="after")
     def _keys_of_kind(self) -> FeatureMaskConfig:
-        own = {"grid": {"patch_size"}, "superpixel": {"n_segments", "compactness", "iterations"}}[self.kind]
+        own = _FEATURE_MASK_KEYS[self.kind]
         foreign = sorted(self.model_fields_set - own - {"kind"})
         if foreign:
             raise ValueError(

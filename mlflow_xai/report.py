@@ -130,7 +130,8 @@ class AuditReport:
                 out[f"{METRIC_PREFIX}/{name}/{key}"] = float(value)
             if self.probe.masks is not None:
                 mass = object_mass_fraction(result.attributions, self.probe.masks)
-                out[f"{METRIC_PREFIX}/{name}/object_mass_fraction_mean"] = float(np.nanmean(mass))
+                if np.isfinite(mass).any():  # all-zero maps have no mass to place
+                    out[f"{METRIC_PREFIX}/{name}/object_mass_fraction_mean"] = float(np.nanmean(mass))
         if self.probe.masks is not None:
             # The share a map that ignores the object would get by chance.
             area = self.probe.masks.reshape(len(self.probe), -1).mean()

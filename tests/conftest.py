@@ -15,10 +15,13 @@ def tracking_store(tmp_path, monkeypatch):
     """A fresh sqlite tracking store (the embedded default's kind) in a temporary directory."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(uri)
     yield uri
     mlflow.set_tracking_uri(None)
+    # mlflow.set_experiment (the demo uses it) is process-wide; the next store has no such id.
+    mlflow.tracking.fluent._active_experiment_id = None
 
 
 @pytest.fixture(scope="session")

@@ -274,6 +274,7 @@ def test_bad_input_exits_2_with_one_line(
         else config_text,
     )
     probe_arg = str(tmp_path / probe_name) if probe_name else probe_file
+    capsys.readouterr()  # only what the command itself prints
     code = main(
         ["audit", "--model-uri", uri, "--probe", probe_arg, "--config", config, "--experiment", "bad"]
     )

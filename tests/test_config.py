@@ -72,3 +72,22 @@ def test_defaults_and_overrides(tmp_path):
     assert cfg.methods.integrated_gradients.n_steps == 8
     assert cfg.methods.integrated_gradients.rule == "midpoint"
     assert cfg.methods.occlusion is not None
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        None,
+        *sorted(str(p) for p in __import__("pathlib").Path(__file__).parents[1].glob("configs/*.yaml")),
+        {"methods": {"integrated_gradients": {"baseline": {"kind": "uniform", "low": -1.0}}}},
+        {"methods": {"kernel_shap": {"feature_mask": {"kind": "superpixel", "n_segments": 9}}}},
+    ],
+)
+def test_logged_config_loads_back_to_the_same_config(source):
+    """xai/config.yaml is written with dump_config: it must reproduce the audit's config."""
+    import yaml
+
+    from mlflow_xai.config import dump_config
+
+    config = load_config(source)
+    assert load_config(yaml.safe_load(dump_config(config))) == config
