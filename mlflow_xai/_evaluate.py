@@ -10,7 +10,6 @@ import numpy as np
 from mlflow_xai.config import load_config
 from mlflow_xai.engine import audit
 from mlflow_xai.errors import ConfigError, ProbeError
-from mlflow_xai.probe import ProbeSet
 from mlflow_xai.tracking import log_report
 
 
@@ -22,13 +21,14 @@ def run_evaluation(
     config = load_config(source, **options)
     module = model.get_raw_model()
     shape = tuple(config.input_shape) if config.input_shape else _signature_shape(model)
-    inputs = _rebuild_inputs(dataset.features_data, shape)
+    inputs, feature_names = evaluation_inputs(dataset.features_data, shape)
     labels = dataset.labels_data
     if labels is not None:
         labels = np.asarray(labels)
         if not np.issubdtype(labels.dtype, np.integer):
             raise ProbeError(f"targets must be integer class indices, got {labels.dtype}")
-    report = audit(module, ProbeSet(inputs, labels), config)
+    # Raw data: probe.preprocess (and its scale for integer data) applies as for any probe source.
+    report = audit(module, inputs, config, labels=labels, feature_names=feature_names)
     log_report(report, run_id, log_metrics=log_metrics)
     return report.metrics(), {}
 
@@ -53,28 +53,52 @@ def _signature_shape(model: Any) -> tuple[int, ...] | None:
     return shape[1:]
 
 
-def _rebuild_inputs(features: Any, shape: tuple[int, ...] | None) -> np.ndarray:
-    """MLflow hands numpy data over in 2-D (N, F); images are rebuilt to (N, *shape)."""
+def evaluation_inputs(features: Any, shape: tuple[int, ...] | None) -> tuple[np.ndarray, list[str] | None]:
+    """MLflow's evaluation data as probe inputs (N, *shape), and feature names for tabular data.
+
+    MLflow hands numpy data over in 2-D (N, F): images are rebuilt to (N, *shape). A DataFrame is
+    either one column holding an array per row (any shape, stacked as they are) or tabular columns,
+    whose names become the feature names. Values keep their dtype: integer images are scaled by
+    ``probe.preprocess.scale`` later, never by guess here.
+    """
+    feature_names = None
     if hasattr(features, "columns"):  # a DataFrame
         frame = features
-        if len(frame.columns) == 1 and len(frame) and isinstance(frame.iloc[0, 0], (list, np.ndarray)):
-            array = np.stack([np.asarray(v, dtype=np.float32) for v in frame.iloc[:, 0]])
+        first = frame.iloc[0, 0] if len(frame) and len(frame.columns) else None
+        if len(frame.columns) == 1 and isinstance(first, (list, tuple, np.ndarray)):
+            cells = [np.asarray(v) for v in frame.iloc[:, 0]]
+            shapes = {c.shape for c in cells}
+            if len(shapes) != 1:
+                raise ProbeError(
+                    f"the DataFrame column {str(frame.columns[0])!r} holds arrays of {len(shapes)} "
+                    f"different shapes ({', '.join(str(list(s)) for s in sorted(shapes)[:3])}); every "
+                    "row must hold an array of one shape"
+                )
+            array = np.stack(cells)
         else:
             array = frame.to_numpy()
+            if array.dtype == object:
+                raise ProbeError(
+                    "evaluation data is a DataFrame with non-numeric columns; give numeric columns "
+                    "(tabular features) or one column holding an array per row"
+                )
+            feature_names = [str(c) for c in frame.columns]
     else:
         array = np.asarray(features)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ProbeError(f"evaluation data must be floating point, got {array.dtype}")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ProbeError(f"evaluation data must be numbers, got {array.dtype}")
     if shape is None:
-        if array.ndim == 2:
-            return array
+        if array.ndim >= 2:  # tabular, or a column of arrays that already have their shape
+            return array, feature_names
         raise ConfigError("cannot tell the input shape: set input_shape in the xai evaluator config")
     if prod(array.shape[1:]) != prod(shape):
         raise ProbeError(
             f"evaluation data has {prod(array.shape[1:])} values per sample but the input shape "
             f"{list(shape)} needs {prod(shape)}; fix the data or input_shape"
         )
-    return np.ascontiguousarray(array.reshape(len(array), *shape))
+    if tuple(array.shape[1:]) == tuple(shape):
+        return array, feature_names if array.ndim == 2 else None
+    return np.ascontiguousarray(array.reshape(len(array), *shape)), None
 
 
-__all__ = ["run_evaluation"]
+__all__ = ["evaluation_inputs", "run_evaluation"]

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,19 +37,21 @@ def audit(
     config: AuditConfig | str | Path | Mapping[str, Any] | None = None,
     *,
     labels: np.ndarray | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> AuditReport:
     """Explain ``model`` on every sample of ``probe`` with the configured methods, then check them.
 
     ``probe`` is a ``ProbeSet`` (used as it is), or raw data that ``config.probe.preprocess``
     turns into model inputs: a numpy array (with ``labels``), a ``.npy``/``.npz`` file, an image
-    folder with one subfolder per class, a torch ``Dataset`` or a ``DataLoader``.
+    folder with one subfolder per class, a torch ``Dataset`` or a ``DataLoader``. ``labels`` and,
+    for tabular inputs (N, F), ``feature_names`` go with an array.
     ``config`` is an ``AuditConfig``, a YAML path, a mapping or None (the defaults).
     """
     cfg = config if isinstance(config, AuditConfig) else load_config(config)
     if not isinstance(model, nn.Module):
         raise ModelError(f"the model to audit must be a torch.nn.Module, got {type(model).__name__}")
     first_only = cfg.max_samples if cfg.probe.sampling == "first" else None
-    probe = load_probe(probe, cfg.probe, labels=labels, limit=first_only)
+    probe = load_probe(probe, cfg.probe, labels=labels, feature_names=feature_names, limit=first_only)
     if cfg.max_samples is not None:
         probe = probe.sample(cfg.max_samples, cfg.probe.sampling, seed=cfg.seed)
     if cfg.target == "label" and probe.labels is None:

@@ -8,7 +8,7 @@ and spilled to a memory-mapped file, so memory does not grow with the size of th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,13 @@ def load_probe(
     config: ProbeConfig | None = None,
     *,
     labels: np.ndarray | None = None,
+    feature_names: Sequence[str] | None = None,
     limit: int | None = None,
 ) -> ProbeSet:
     """A ``ProbeSet`` from ``source``, preprocessed as ``config.preprocess`` says.
 
-    ``limit`` stops reading after that many samples (``max_samples`` with ``sampling: first``).
+    ``labels`` and ``feature_names`` go with an array source. ``limit`` stops reading after that
+    many samples (``max_samples`` with ``sampling: first``).
     """
     config = config or ProbeConfig()
     preprocess = config.preprocess
@@ -51,8 +53,12 @@ def load_probe(
                 "preprocessed, or drop probe.preprocess"
             )
         return source
-    if labels is not None and not isinstance(source, np.ndarray):
-        raise ProbeError("labels= goes with a numpy array of inputs; other probe sources carry their labels")
+    if (labels is not None or feature_names is not None) and not isinstance(
+        source, (np.ndarray, torch.Tensor)
+    ):
+        raise ProbeError(
+            "labels and feature_names go with an array of inputs; other probe sources carry their own"
+        )
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
@@ -73,10 +79,10 @@ def load_probe(
                 preprocess,
             )
         return load_npz(path)
-    if isinstance(source, np.ndarray):
-        return _from_arrays(source, labels, None, None, preprocess)
     if isinstance(source, torch.Tensor):
-        return _from_arrays(_to_numpy(source, "probe inputs"), labels, None, None, preprocess)
+        source = _to_numpy(source, "probe inputs")
+    if isinstance(source, np.ndarray):
+        return _from_arrays(source, labels, None, None, preprocess, feature_names)
     if isinstance(source, torch.utils.data.DataLoader):
         return _from_items(_unbatch(source), preprocess, limit)
     if isinstance(source, torch.utils.data.Dataset):
@@ -180,6 +186,7 @@ def _from_arrays(
     masks: np.ndarray | None,
     ids: np.ndarray | None,
     preprocess: PreprocessConfig | None,
+    feature_names: Sequence[str] | None = None,
 ) -> ProbeSet:
     """Arrays already in model space are used as they are (a mapped file stays mapped); others are
     converted chunk by chunk into a spill file."""
@@ -188,7 +195,7 @@ def _from_arrays(
     if preprocess is None:
         if inputs.ndim >= 1 and (np.issubdtype(inputs.dtype, np.integer) or inputs.dtype == bool):
             raise ProbeError(_scale_advice(inputs.dtype, "probe inputs"))
-        return ProbeSet(inputs, labels, masks, ids)
+        return ProbeSet(inputs, labels, masks, ids, feature_names)
     if inputs.ndim < 2 or len(inputs) == 0:
         return ProbeSet(inputs, labels, masks, ids)  # ProbeSet says what is wrong with the shape
     writer = SpillWriter("inputs")
@@ -200,7 +207,7 @@ def _from_arrays(
         converted = writer.finish()
         if masks is not None:
             masks = preprocess_masks(np.asarray(masks), preprocess)
-        probe = ProbeSet(converted, labels, masks, ids)
+        probe = ProbeSet(converted, labels, masks, ids, feature_names)
     except BaseException:
         writer.discard()
         raise

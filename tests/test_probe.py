@@ -347,3 +347,88 @@ def test_inconsistent_samples_are_refused():
 
     with pytest.raises(ProbeError, match=r"sample 1 has \[3, 5, 4\]"):
         load_probe(Sizes())
+
+
+# --------------------------------------------------------------------------------------------------
+# MLflow's evaluation data
+
+
+def test_dataframe_column_of_arrays_keeps_its_shape():
+    import pandas as pd
+
+    from mlflow_xai._evaluate import evaluation_inputs
+
+    x = _images(5)
+    inputs, names = evaluation_inputs(pd.DataFrame({"image": list(x)}), None)
+    np.testing.assert_array_equal(inputs, x)
+    assert names is None
+    flat, _ = evaluation_inputs(pd.DataFrame({"image": [v.ravel().tolist() for v in x]}), (3, 4, 4))
+    np.testing.assert_array_equal(flat, x)
+    with pytest.raises(ProbeError, match="holds arrays of 2 different shapes"):
+        evaluation_inputs(pd.DataFrame({"image": [x[0], x[1, :2]]}), None)
+
+
+def test_dataframe_of_integer_images_needs_a_scale():
+    import pandas as pd
+
+    from mlflow_xai._evaluate import evaluation_inputs
+    from mlflow_xai.engine import audit
+
+    raw = np.random.default_rng(0).integers(0, 256, size=(4, 3, 4, 4), dtype=np.uint8)
+    inputs, _ = evaluation_inputs(pd.DataFrame({"image": list(raw)}), None)
+    assert inputs.dtype == np.uint8  # kept as it is: the scale is the config's to declare
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
+    config = {"methods": {"integrated_gradients": {"n_steps": 4}}, "artifacts": {"sheet_samples": 0}}
+    with pytest.raises(ProbeError, match=r"are uint8.*scale: 255"):
+        audit(model, inputs, config)
+    report = audit(model, inputs, {**config, "probe": {"preprocess": {"scale": 255}}})
+    np.testing.assert_allclose(report.probe.inputs, raw / 255.0, atol=1e-7)
+
+
+def test_tabular_dataframe_gives_feature_names():
+    import pandas as pd
+
+    from mlflow_xai._evaluate import evaluation_inputs
+    from mlflow_xai.engine import audit
+
+    frame = pd.DataFrame({"age": [30.0, 41.0, 52.0], "income": [1.0, 2.0, 3.5], "score": [0.1, 0.2, 0.3]})
+    inputs, names = evaluation_inputs(frame, None)
+    assert names == ["age", "income", "score"] and inputs.shape == (3, 3)
+    model = torch.nn.Linear(3, 2)
+    config = {"methods": {"integrated_gradients": {"n_steps": 4}}, "artifacts": {"sheet_samples": 0}}
+    report = audit(model, inputs.astype(np.float32), config, feature_names=names)
+    assert report.probe.feature_names == ("age", "income", "score")
+    with pytest.raises(ProbeError, match="non-numeric columns"):
+        evaluation_inputs(pd.DataFrame({"a": ["x", "y"], "b": [1.0, 2.0]}), None)
+
+
+def test_evaluate_takes_a_dataframe_column_of_uint8_images(tracking_store, small_cnn, shapes16):
+    """End to end: mlflow.models.evaluate hands the DataFrame over; the config declares the scale."""
+    import mlflow
+    import pandas as pd
+
+    _, probe = shapes16
+    raw = np.round(probe.images[:6] * 255).astype(np.uint8)
+    with mlflow.start_run():
+        uri = mlflow.pytorch.log_model(small_cnn, name="model", serialization_format="pickle").model_uri
+    config = {
+        "batch_size": 6,
+        "methods": {"integrated_gradients": {"n_steps": 8}},
+        "artifacts": {"sheet_samples": 0},
+        "probe": {"preprocess": {"scale": 255}},
+    }
+    with mlflow.start_run():
+        result = mlflow.models.evaluate(
+            uri,
+            data=pd.DataFrame({"image": list(raw), "label": probe.labels[:6]}),
+            targets="label",
+            model_type="image_classifier",
+            evaluators=["xai"],
+            evaluator_config={"xai": config},
+        )
+    assert result.metrics["xai/probe/samples"] == 6.0
+    with torch.no_grad():
+        predicted = small_cnn(torch.from_numpy(raw / np.float32(255))).argmax(1).numpy()
+    # The labels came through the target column and the images through the declared scale.
+    assert result.metrics["xai/probe/accuracy"] == float((predicted == probe.labels[:6]).mean())
+    assert result.metrics["xai/integrated_gradients/completeness_rel_error_max"] < 0.2
