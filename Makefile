@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mlflow-xai demo
+	$(VENV)/bin/mlflow-xai demo --config configs/default.yaml
 
 test: $(STAMP)
 	$(PY) -m ruff check mlflow_xai tests examples $(wildcard benchmarks)

@@ -119,10 +119,13 @@ def run_demo(*, config: str | None = None, retrain: bool = False, n_probe: int =
     print()
     print(summary_table(result.metrics))
     print()
+    verdict = mlflow.get_run(run.info.run_id).data.tags.get("xai.verdict", "n/a")
+    print(f"verdict: {verdict}")
     print(f"audit run: {run.info.run_id} (experiment {EXPERIMENT!r})")
     print(f"tracking store: {mlflow.get_tracking_uri()}")
     print("open it with:  mlflow ui --backend-store-uri sqlite:///mlflow.db   (then http://127.0.0.1:5000)")
-    print("artifacts under xai/: <method>/masks.npz, <method>/sheet.png, summary.json, per_sample.csv")
+    print("in the run's artifacts: xai/report.html (start here), xai/<method>/sheet.png and masks.npz,")
+    print("xai/summary.json, xai/per_sample.csv")
     return 0
 
 
