@@ -136,3 +136,28 @@ def test_attributions_stream_to_disk_and_failures_leave_nothing(small_cnn, tmp_p
     del report, attributions
     gc.collect()
     assert list(tmp_path.glob("mlflow-xai-attr-*")) == []
+
+
+@pytest.mark.parametrize("internal_batch_size", [5, 12, 64])
+def test_whole_node_passes_equal_the_per_point_path(internal_batch_size):
+    """IG's fast path (whole nodes per pass) and the per-point path sum the same gradients."""
+    from mlflow_xai.adaptive import path_gradient_sum
+    from mlflow_xai.methods.integrated_gradients import integrated_gradients
+    from mlflow_xai.quadrature import nodes_and_weights
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+
+    def f(points, target):
+        return model(points).gather(1, target.view(-1, 1)).squeeze(1)
+
+    x = torch.randn(4, 3, 4, dtype=torch.float64)
+    baseline = torch.zeros_like(x)
+    target = torch.tensor([0, 2, 1, 2])
+    nodes, weights = nodes_and_weights("gauss_legendre", 7)  # 7 nodes: the last pass is partial
+    nodes_t, weights_t = torch.as_tensor(nodes), torch.as_tensor(weights)
+    expected = x * path_gradient_sum(f, x, baseline, target, nodes_t, weights_t, 1)
+    got = integrated_gradients(
+        f, x, baseline, target, n_steps=7, rule="gauss_legendre", internal_batch_size=internal_batch_size
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
