@@ -9,7 +9,7 @@ Samples whose explained output barely moves between baseline and input (|F(x) - 
 ``--gap-floor``) are left out of both sides and counted: a relative completeness error of 1% of a
 near-zero gap is no accuracy target any rule can meet at a sane step count.
 
-    .venv/bin/python benchmarks/adaptive_ig.py [--probe 256] [--epochs 6] [--train 2000]
+    .venv/bin/python benchmarks/adaptive_ig.py [--probe 256] [--epochs 10] [--train 5000]
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def captum_ig(model, x, target, n_steps: int, batch_size: int, internal_batch_si
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=int, default=2000, help="training images")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--train", type=int, default=5000, help="training images")
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--gap-floor", type=float, default=0.01, help="min |F(x) - F(x')| kept")
     parser.add_argument("--probe", type=int, default=256, help="held-out probe images")
     parser.add_argument("--batch-size", type=int, default=32, help="probe samples per batch")
