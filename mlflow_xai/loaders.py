@@ -271,11 +271,11 @@ def load_image_folder(
         for path, label in files:
             try:
                 with Image.open(path) as image:
-                    pixels = np.asarray(image.convert("RGB"))
+                    pixels = _to_numpy(image, "probe images")  # RGB, CHW as the model takes it
             except (OSError, UnidentifiedImageError) as exc:
                 raise ProbeError(f"cannot read image {str(path)!r}: {exc}") from None
             yield {
-                "inputs": pixels.transpose(2, 0, 1),  # HWC -> CHW, as the model takes it
+                "inputs": pixels,
                 "labels": label,
                 "ids": path.relative_to(root).as_posix(),
             }
@@ -344,7 +344,17 @@ def _to_numpy(value: Any, what: str) -> np.ndarray:
         return value.numpy()
     if isinstance(value, (np.ndarray, np.generic, int, float, list)):
         return np.asarray(value)
-    raise ProbeError(f"{what} must be tensors or numpy arrays, got {type(value).__name__}")
+    if _is_pil_image(value):  # e.g. torchvision's ImageFolder without a transform
+        return np.asarray(value.convert("RGB")).transpose(2, 0, 1)
+    raise ProbeError(f"{what} must be tensors, numpy arrays or PIL images, got {type(value).__name__}")
+
+
+def _is_pil_image(value: Any) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with torchvision and matplotlib
+        return False
+    return isinstance(value, Image.Image)
 
 
 def _from_items(items: Iterable[Any], preprocess: PreprocessConfig | None, limit: int | None) -> ProbeSet:

@@ -186,6 +186,21 @@ def test_image_folder_matches_torchvision(tmp_path):
     assert Image  # PIL wrote the files
 
 
+def test_torchvision_image_folder_dataset_gives_the_same_probe(tmp_path):
+    """ImageFolder without a transform yields PIL images: read and preprocessed as the folder is."""
+    from torchvision.datasets import ImageFolder
+
+    from mlflow_xai.config import ProbeConfig
+    from mlflow_xai.loaders import load_probe
+
+    _write_folder(tmp_path / "probe")
+    config = ProbeConfig.model_validate({"preprocess": PREPROCESS})
+    from_folder = load_probe(tmp_path / "probe", config)
+    from_dataset = load_probe(ImageFolder(tmp_path / "probe"), config)
+    np.testing.assert_array_equal(from_dataset.inputs, from_folder.inputs)
+    np.testing.assert_array_equal(from_dataset.labels, from_folder.labels)
+
+
 def test_image_folder_needs_a_declared_scale(tmp_path):
     from mlflow_xai.config import ProbeConfig
     from mlflow_xai.loaders import load_probe
