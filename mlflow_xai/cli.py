@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -42,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--model-uri", required=True, help="e.g. runs:/<run id>/model or models:/m-...")
     run.add_argument(
-        "--probe", required=True, help=".npz with 'inputs' and optional 'labels', 'masks', 'ids'"
+        "--probe",
+        required=True,
+        help=".npz (inputs, optional labels, masks, ids), .npy, or an image folder with one "
+        "subfolder per class (preprocessed as the config's probe section says)",
     )
     run.add_argument("--config", help="audit config YAML (default: the built-in defaults)")
     run.add_argument("--experiment", help="experiment name for a new audit run")
@@ -53,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
         "attribution drift metrics and relative thresholds",
     )
     run.add_argument("--output-dir", help="also keep the artifacts in this local folder")
+    run.add_argument(
+        "--cache-dir",
+        default=".mlflow-xai-cache",
+        help="where finished batches are kept while the audit runs (default: .mlflow-xai-cache)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted audit from the batches it finished (same model, config, probe)",
+    )
     run.add_argument("--device", help="override the config's device (auto, cpu, cuda, cuda:N, mps)")
     _add_outputs(run)
 
@@ -98,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     level = mlflow_logger.level
     if not args.debug:
         mlflow_logger.setLevel(logging.WARNING)
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return command(args)
     except KeyboardInterrupt:
@@ -110,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         mlflow_logger.setLevel(level)
+        signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    # SIGTERM (a CI job cancelled, a pod stopped) unwinds like Ctrl-C: the run ends as FAILED.
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -149,46 +170,57 @@ def _audit(args: argparse.Namespace) -> int:
 
     from mlflow_xai.artifacts import write_artifacts
     from mlflow_xai.config import load_config
-    from mlflow_xai.engine import audit
-    from mlflow_xai.gate import attribution_drift, drift_metrics, judge
-    from mlflow_xai.probe import ProbeSet
+    from mlflow_xai.engine import BatchCache, audit_prepared, prepare_probe
+    from mlflow_xai.gate import attribution_drift, check_gate_config, drift_metrics, judge
     from mlflow_xai.tracking import log_report
 
-    # Everything is validated, computed and judged before anything is logged.
+    # Config, probe set, models and gate are checked before any compute and before anything is
+    # logged: bad input exits 2 and leaves no run behind.
     config = load_config(args.config, **({"device": args.device} if args.device else {}))
-    probe = ProbeSet.from_npz(args.probe)
+    check_gate_config(config, has_baseline=bool(args.baseline_model_uri))
+    probe = prepare_probe(args.probe, config)
     if args.run_id:
         mlflow.get_run(args.run_id)  # fails clearly if the run does not exist
     model = _load_pytorch_model(args.model_uri)
     baseline_model = _load_pytorch_model(args.baseline_model_uri) if args.baseline_model_uri else None
-    report = audit(model, probe, config)
-    metrics = report.metrics()
-    baseline_metrics = None
-    if baseline_model is not None:
-        baseline = audit(baseline_model, probe, config)
-        baseline_metrics = baseline.metrics()
-        for name, result in report.methods.items():
-            drift = attribution_drift(result.attributions, baseline.methods[name].attributions)
-            metrics.update(drift_metrics(drift, name))
-    result = judge(metrics, config, baseline_metrics=baseline_metrics)
+    probe_sha256 = probe.sha256()
+    caches = [BatchCache.open(args.cache_dir, m, config, probe_sha256) for m in (model, baseline_model) if m]
+    if not args.resume:
+        for cache in caches:
+            cache.clear()
 
-    extra_files = {"gate.json": json.dumps(result.to_dict(), indent=2)}
-    if baseline_metrics is not None:
-        extra_files["baseline_metrics.json"] = json.dumps(
-            {"model_uri": args.baseline_model_uri, "metrics": baseline_metrics}, indent=2
-        )
-    if args.output_dir:
-        _write_folder_atomically(report, args.output_dir, extra_files, write_artifacts)
-    extra = {"extra_metrics": metrics, "extra_files": extra_files, "extra_tags": {"xai.gate": result.status}}
-    if args.run_id:
-        run_id = args.run_id
-        log_report(report, run_id, **extra)
-    else:
-        experiment_id = _experiment_id(args.experiment) if args.experiment else None
-        with mlflow.start_run(run_name="xai-audit", experiment_id=experiment_id) as active:
-            run_id = active.info.run_id
-            mlflow.set_tag("mlflow_xai.model_uri", args.model_uri)
-            log_report(report, run_id, **extra)
+    experiment_id = _experiment_id(args.experiment) if args.experiment and not args.run_id else None
+    # An exception (an error, Ctrl-C, SIGTERM) inside this block ends the run as FAILED; finished
+    # batches stay in the cache for --resume.
+    with mlflow.start_run(
+        run_id=args.run_id, experiment_id=experiment_id, run_name=None if args.run_id else "xai-audit"
+    ) as active:
+        run_id = active.info.run_id
+        mlflow.set_tags({"mlflow_xai.model_uri": args.model_uri, "xai.status": "running"})
+        report = audit_prepared(model, probe, config, cache=caches[0], probe_sha256=probe_sha256)
+        metrics = report.metrics()
+        baseline_metrics = None
+        if baseline_model is not None:
+            baseline = audit_prepared(
+                baseline_model, probe, config, cache=caches[1], probe_sha256=probe_sha256
+            )
+            baseline_metrics = baseline.metrics()
+            for name, result in report.methods.items():
+                drift = attribution_drift(result.attributions, baseline.methods[name].attributions)
+                metrics.update(drift_metrics(drift, name))
+        result = judge(metrics, config, baseline_metrics=baseline_metrics)
+
+        extra_files = {"gate.json": json.dumps(result.to_dict(), indent=2)}
+        if baseline_metrics is not None:
+            extra_files["baseline_metrics.json"] = json.dumps(
+                {"model_uri": args.baseline_model_uri, "metrics": baseline_metrics}, indent=2
+            )
+        if args.output_dir:
+            _write_folder_atomically(report, args.output_dir, extra_files, write_artifacts)
+        tags = {"xai.gate": result.status, "xai.status": "finished"}
+        log_report(report, run_id, extra_metrics=metrics, extra_files=extra_files, extra_tags=tags)
+    for cache in caches:
+        cache.remove()  # a finished audit needs no resuming
     if not args.quiet:
         from mlflow_xai.demo import summary_table
 

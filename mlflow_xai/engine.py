@@ -5,12 +5,14 @@ Nothing here touches MLflow; the engine runs and is tested without a tracking se
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import torch.nn as nn
 
 from mlflow_xai.baselines import make_baseline
 from mlflow_xai.checks import CompletenessResult
-from mlflow_xai.config import AuditConfig, load_config
+from mlflow_xai.config import AuditConfig, dump_config, load_config
 from mlflow_xai.errors import ModelError, ProbeError
 from mlflow_xai.ig_plots import IGPathProfiles, ig_path_profiles
 from mlflow_xai.loaders import load_probe
@@ -31,6 +33,199 @@ from mlflow_xai.probe import ProbeSet, release_pages
 from mlflow_xai.report import AuditReport, MethodResult
 
 
+@dataclass
+class MethodBatch:
+    """One method's results on one batch, as plain arrays (what a worker sends back)."""
+
+    values: np.ndarray  # (B, *input_shape) in the mask dtype
+    seconds: float
+    attribution_sum: np.ndarray | None = None  # (B,) float64, before rounding to the mask dtype
+    output_at_input: np.ndarray | None = None
+    output_at_baseline: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class BatchResult:
+    """Everything an audit keeps of one probe batch; the unit of caching and of distribution."""
+
+    start: int
+    ids: np.ndarray
+    predictions: np.ndarray
+    targets: np.ndarray
+    methods: dict[str, MethodBatch]
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` atomically (a temporary name, then a rename)."""
+        arrays: dict[str, np.ndarray] = {
+            "start": np.array(self.start),
+            "ids": self.ids.astype(str),
+            "predictions": self.predictions,
+            "targets": self.targets,
+        }
+        for name, m in self.methods.items():
+            arrays[f"{name}|values"] = m.values
+            arrays[f"{name}|seconds"] = np.array(m.seconds)
+            for key in ("attribution_sum", "output_at_input", "output_at_baseline"):
+                if getattr(m, key) is not None:
+                    arrays[f"{name}|{key}"] = getattr(m, key)
+            for key, value in m.extras.items():
+                arrays[f"{name}|extra|{key}"] = value
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> BatchResult:
+        with np.load(path, allow_pickle=False) as data:
+            methods: dict[str, MethodBatch] = {}
+            for key in data.files:
+                if "|" not in key:
+                    continue
+                name, _, rest = key.partition("|")
+                m = methods.setdefault(name, MethodBatch(values=np.empty(0), seconds=0.0))
+                if rest == "values":
+                    m.values = data[key]
+                elif rest == "seconds":
+                    m.seconds = float(data[key])
+                elif rest.startswith("extra|"):
+                    m.extras[rest.removeprefix("extra|")] = data[key]
+                else:
+                    setattr(m, rest, data[key])
+            return cls(int(data["start"]), data["ids"], data["predictions"], data["targets"], methods)
+
+
+class BatchAttributor:
+    """The pure per-batch step of an audit: one model, its methods, one batch in, arrays out.
+
+    The local engine and distributed workers (``engine: ray``) call the same ``run``. Use it inside
+    ``session()``, which puts the model in audit mode on its device and restores it after.
+    """
+
+    def __init__(self, model: nn.Module, cfg: AuditConfig, *, probe_mean: np.ndarray | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"the model to audit must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.methods = {name: build(name, mcfg) for name, mcfg in cfg.methods.enabled().items()}
+        self.handle = ModelHandle(
+            model, self.device, cfg.output, resolve_autocast(cfg.precision.autocast, self.device)
+        )
+        for method in self.methods.values():
+            if method.needs_hooks and self.handle.exported:
+                method.attribute(self.handle, torch.empty(0), torch.empty(0))  # raises the refusal
+        if probe_mean is not None:
+            mean = torch.from_numpy(probe_mean).to(self.device)
+            for method in self.methods.values():
+                getattr(method, "inner", method).probe_mean = mean  # noise_tunnel: its inner method's
+        self.splitters = {name: _BatchSplitter(name) for name in self.methods}
+        self.mask_dtype = np.dtype(cfg.artifacts.mask_dtype)
+        self.dtype = _input_dtype(model)
+
+    @contextmanager
+    def session(self) -> Iterator[BatchAttributor]:
+        with audit_mode(self.model), _on_device(self.model, self.device), tf32_mode(self.cfg.precision.tf32):
+            yield self
+
+    def run(self, start: int, inputs: np.ndarray, labels: np.ndarray | None, ids: np.ndarray) -> BatchResult:
+        # Every batch starts from the same seed, so a batch's result does not depend on which
+        # worker ran it or on what ran before it (resumed and distributed audits match local ones).
+        torch.manual_seed(self.cfg.seed + start)
+        x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            scores = self.handle.scores(x)
+        predicted = scores.argmax(dim=1)
+        target = _resolve_target(self.cfg.target, predicted, labels, scores.shape[1], self.device)
+        out: dict[str, MethodBatch] = {}
+        for name, method in self.methods.items():
+            started = time.perf_counter()
+            result = self.splitters[name].attribute(method, self.handle, x, target)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            seconds = time.perf_counter() - started
+            batch = MethodBatch(
+                values=result.values.detach().float().cpu().numpy().astype(self.mask_dtype),
+                seconds=seconds,
+                extras={k: v.detach().cpu().numpy() for k, v in result.extras.items()},
+            )
+            if method.has_completeness:
+                flat = result.values.detach().reshape(len(x), -1)
+                batch.attribution_sum = flat.double().sum(dim=1).cpu().numpy()
+                batch.output_at_input = result.output_at_input.double().cpu().numpy()
+                batch.output_at_baseline = result.output_at_baseline.double().cpu().numpy()
+            out[name] = batch
+        return BatchResult(start, np.asarray(ids), predicted.cpu().numpy(), target.cpu().numpy(), out)
+
+
+class _Accumulator:
+    """Gathers batch results into per-sample arrays; attributions go to memory-mapped files."""
+
+    def __init__(self, attributor: BatchAttributor, probe: ProbeSet, workdir: Path) -> None:
+        n = len(probe)
+        self.n = n
+        self.ids = probe.ids
+        self.seen = np.zeros(n, dtype=bool)
+        self.predictions = np.empty(n, dtype=np.int64)
+        self.targets = np.empty(n, dtype=np.int64)
+        self.attributions = {
+            name: np.lib.format.open_memmap(
+                workdir / f"{name}.npy", mode="w+", dtype=attributor.mask_dtype, shape=(n, *probe.input_shape)
+            )
+            for name in attributor.methods
+        }
+        checked = [name for name, m in attributor.methods.items() if m.has_completeness]
+        self.sums = {name: np.full(n, np.nan) for name in checked}
+        self.at_input = {name: np.full(n, np.nan) for name in checked}
+        self.at_baseline = {name: np.full(n, np.nan) for name in checked}
+        self.seconds = dict.fromkeys(attributor.methods, 0.0)
+        self.extras: dict[str, dict[str, np.ndarray]] = {name: {} for name in attributor.methods}
+
+    def add(self, result: BatchResult) -> None:
+        rows = slice(result.start, result.start + len(result.ids))
+        if not np.array_equal(self.ids[rows], result.ids):
+            raise RuntimeError(f"batch at {result.start} holds ids that are not the probe set's there")
+        if self.seen[rows].any():
+            raise RuntimeError(f"batch at {result.start} arrived twice")
+        self.seen[rows] = True
+        self.predictions[rows] = result.predictions
+        self.targets[rows] = result.targets
+        for name, m in result.methods.items():
+            self.seconds[name] += m.seconds
+            self.attributions[name][rows] = m.values
+            release_pages(self.attributions[name])  # written pages live on in the file, not in RSS
+            for key, value in m.extras.items():
+                column = self.extras[name].get(key)
+                if column is None:
+                    column = self.extras[name][key] = np.zeros(self.n, dtype=value.dtype)
+                column[rows] = value
+            if name in self.sums:
+                self.sums[name][rows] = m.attribution_sum
+                self.at_input[name][rows] = m.output_at_input
+                self.at_baseline[name][rows] = m.output_at_baseline
+
+    def method_results(self, cfg: AuditConfig) -> dict[str, MethodResult]:
+        missing = np.flatnonzero(~self.seen)
+        if len(missing):
+            raise RuntimeError(
+                f"{len(missing)} probe samples were never attributed, e.g. {self.ids[missing[0]]}"
+            )
+        results = {}
+        for name, values in self.attributions.items():
+            completeness = None
+            if name in self.sums:
+                completeness = CompletenessResult.compute(
+                    self.sums[name],
+                    self.at_input[name],
+                    self.at_baseline[name],
+                    tolerance=cfg.checks.completeness.tolerance,
+                    degenerate_floor=cfg.checks.completeness.degenerate_floor,
+                )
+            values.flush()
+            results[name] = MethodResult(name, values, self.seconds[name], completeness, self.extras[name])
+        return results
+
+
 def audit(
     model: nn.Module,
     probe: ProbeSet | np.ndarray | str | Path | torch.utils.data.Dataset | torch.utils.data.DataLoader,
@@ -38,6 +233,7 @@ def audit(
     *,
     labels: np.ndarray | None = None,
     feature_names: Sequence[str] | None = None,
+    cache_dir: str | Path | None = None,
 ) -> AuditReport:
     """Explain ``model`` on every sample of ``probe`` with the configured methods, then check them.
 
@@ -46,120 +242,159 @@ def audit(
     folder with one subfolder per class, a torch ``Dataset`` or a ``DataLoader``. ``labels`` and,
     for tabular inputs (N, F), ``feature_names`` go with an array.
     ``config`` is an ``AuditConfig``, a YAML path, a mapping or None (the defaults).
+    With ``cache_dir`` every finished batch is kept on disk, keyed by the model's weights, the
+    config and the probe set's hash; an audit interrupted and started again with the same cache
+    reuses those batches instead of recomputing them.
     """
     cfg = config if isinstance(config, AuditConfig) else load_config(config)
     if not isinstance(model, nn.Module):
         raise ModelError(f"the model to audit must be a torch.nn.Module, got {type(model).__name__}")
+    probe = prepare_probe(probe, cfg, labels=labels, feature_names=feature_names)
+    probe_sha256 = probe.sha256()
+    cache = BatchCache.open(cache_dir, model, cfg, probe_sha256) if cache_dir is not None else None
+    return audit_prepared(model, probe, cfg, cache=cache, probe_sha256=probe_sha256)
+
+
+def audit_prepared(
+    model: nn.Module,
+    probe: ProbeSet,
+    cfg: AuditConfig,
+    *,
+    cache: BatchCache | None = None,
+    probe_sha256: str | None = None,
+) -> AuditReport:
+    """``audit`` on a probe set that ``prepare_probe`` already loaded, preprocessed and sampled.
+
+    Batches found in ``cache`` are reused; every batch computed is added to it.
+    """
+    probe_mean = _probe_mean(probe) if _needs_probe_mean(cfg.model_dump()) else None
+    attributor = BatchAttributor(model, cfg, probe_mean=probe_mean)
+    probe_sha256 = probe_sha256 or probe.sha256()
+
+    # Attributions stream to memory-mapped files, so memory does not grow with the probe set.
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-xai-attr-"))
+    try:
+        gathered = _Accumulator(attributor, probe, workdir)
+        with attributor.session():
+            _check_fits(attributor.handle, probe, attributor.dtype)
+            for batch in probe.batches(cfg.batch_size):
+                result = cache.get(batch.start) if cache is not None else None
+                if result is None:
+                    result = attributor.run(batch.start, batch.inputs, batch.labels, batch.ids)
+                    if cache is not None:
+                        cache.put(result)
+                gathered.add(result)
+            ig_profiles = _ig_profiles(
+                attributor.methods,
+                attributor.handle,
+                probe,
+                gathered.targets,
+                attributor.dtype,
+                cfg.artifacts.sheet_samples,
+            )
+        report = build_report(cfg, probe, probe_sha256, gathered, attributor, ig_profiles)
+        # The files live as long as the report that reads them.
+        weakref.finalize(report, shutil.rmtree, workdir, ignore_errors=True)
+        return report
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)  # an interrupted audit leaves no attribution files
+        raise
+
+
+def prepare_probe(
+    probe: Any,
+    cfg: AuditConfig,
+    *,
+    labels: np.ndarray | None = None,
+    feature_names: Sequence[str] | None = None,
+) -> ProbeSet:
+    """Load, preprocess and sample the probe set as ``cfg`` says, and check it fits the target."""
     first_only = cfg.max_samples if cfg.probe.sampling == "first" else None
     probe = load_probe(probe, cfg.probe, labels=labels, feature_names=feature_names, limit=first_only)
     if cfg.max_samples is not None:
         probe = probe.sample(cfg.max_samples, cfg.probe.sampling, seed=cfg.seed)
     if cfg.target == "label" and probe.labels is None:
         raise ProbeError("target 'label' needs probe labels, but the probe set has none")
+    return probe
 
-    device = resolve_device(cfg.device)
-    methods = {name: build(name, mcfg) for name, mcfg in cfg.methods.enabled().items()}
-    handle = ModelHandle(model, device, cfg.output, resolve_autocast(cfg.precision.autocast, device))
-    for method in methods.values():
-        if method.needs_hooks and handle.exported:
-            method.attribute(handle, torch.empty(0), torch.empty(0))  # raises the refusal message
 
-    torch.manual_seed(cfg.seed)
-    if _needs_probe_mean(cfg.model_dump()):
-        mean = torch.from_numpy(_probe_mean(probe)).to(device)
-        for method in methods.values():
-            target_obj = getattr(method, "inner", method)  # noise_tunnel reads its inner method's
-            target_obj.probe_mean = mean
-    n = len(probe)
-    mask_dtype = np.dtype(cfg.artifacts.mask_dtype)
-    predictions = np.empty(n, dtype=np.int64)
-    targets = np.empty(n, dtype=np.int64)
-    # Attributions stream to memory-mapped files, so memory does not grow with the probe set.
-    workdir = Path(tempfile.mkdtemp(prefix="mlflow-xai-attr-"))
-    try:
-        attributions = {
-            name: np.lib.format.open_memmap(
-                workdir / f"{name}.npy", mode="w+", dtype=mask_dtype, shape=(n, *probe.input_shape)
-            )
-            for name in methods
-        }
-        at_input = {name: np.full(n, np.nan) for name, m in methods.items() if m.has_completeness}
-        at_baseline = {name: np.full(n, np.nan) for name in at_input}
-        attribution_sum = {name: np.full(n, np.nan) for name in at_input}
-        seconds = dict.fromkeys(methods, 0.0)
-        extras: dict[str, dict[str, np.ndarray]] = {name: {} for name in methods}
+def build_report(
+    cfg: AuditConfig,
+    probe: ProbeSet,
+    probe_sha256: str,
+    gathered: _Accumulator,
+    attributor: BatchAttributor,
+    ig_profiles: IGPathProfiles | None,
+) -> AuditReport:
+    dtype = str(attributor.dtype).removeprefix("torch.")
+    return AuditReport(
+        config=cfg,
+        probe=probe,
+        probe_sha256=probe_sha256,
+        predictions=gathered.predictions,
+        targets=gathered.targets,
+        methods=gathered.method_results(cfg),
+        device=str(attributor.device),
+        exported_model=attributor.handle.exported,
+        ig_profiles=ig_profiles,
+        compute_dtype=dtype,
+        seed=cfg.seed,
+        dtype=dtype,
+        autocast=cfg.precision.autocast,
+        tf32=cfg.precision.tf32,
+        oom_splits={name: s.splits for name, s in attributor.splitters.items() if s.splits},
+    )
 
-        splitters = {name: _BatchSplitter(name) for name in methods}
-        with audit_mode(model), _on_device(model, device), tf32_mode(cfg.precision.tf32):
-            dtype = _input_dtype(model)
-            _check_fits(handle, probe, dtype)
-            for batch in probe.batches(cfg.batch_size):
-                x = torch.from_numpy(batch.inputs).to(device=device, dtype=dtype)
-                rows = slice(batch.start, batch.start + len(x))
-                with torch.no_grad():
-                    scores = handle.scores(x)
-                predicted = scores.argmax(dim=1)
-                target = _resolve_target(cfg.target, predicted, batch.labels, scores.shape[1], device)
-                predictions[rows] = predicted.cpu().numpy()
-                targets[rows] = target.cpu().numpy()
-                for name, method in methods.items():
-                    started = time.perf_counter()
-                    result = splitters[name].attribute(method, handle, x, target)
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    seconds[name] += time.perf_counter() - started
-                    attributions[name][rows] = result.values.float().cpu().numpy()
-                    release_pages(attributions[name])  # written pages live on in the file, not in RSS
-                    for key, value in result.extras.items():
-                        column = extras[name].get(key)
-                        if column is None:
-                            column = extras[name][key] = np.zeros(n, dtype=value.cpu().numpy().dtype)
-                        column[rows] = value.detach().cpu().numpy()
-                    if name in at_input:
-                        flat = result.values.detach().reshape(len(x), -1)
-                        attribution_sum[name][rows] = flat.double().sum(dim=1).cpu().numpy()
-                        at_input[name][rows] = result.output_at_input.double().cpu().numpy()
-                        at_baseline[name][rows] = result.output_at_baseline.double().cpu().numpy()
-            ig_profiles = _ig_profiles(methods, handle, probe, targets, dtype, cfg.artifacts.sheet_samples)
 
-        completeness_cfg = cfg.checks.completeness
-        results = {}
-        for name in methods:
-            completeness = None
-            if name in at_input:
-                completeness = CompletenessResult.compute(
-                    attribution_sum[name],
-                    at_input[name],
-                    at_baseline[name],
-                    tolerance=completeness_cfg.tolerance,
-                    degenerate_floor=completeness_cfg.degenerate_floor,
-                )
-            results[name] = MethodResult(name, attributions[name], seconds[name], completeness, extras[name])
-        for array in attributions.values():
-            array.flush()
-        report = AuditReport(
-            config=cfg,
-            probe=probe,
-            probe_sha256=probe.sha256(),
-            predictions=predictions,
-            targets=targets,
-            methods=results,
-            device=str(device),
-            exported_model=handle.exported,
-            ig_profiles=ig_profiles,
-            compute_dtype=str(dtype).removeprefix("torch."),
-            seed=cfg.seed,
-            dtype=str(dtype).removeprefix("torch."),
-            autocast=cfg.precision.autocast,
-            tf32=cfg.precision.tf32,
-            oom_splits={name: s.splits for name, s in splitters.items() if s.splits},
-        )
-        # The files live as long as the report that reads them.
-        weakref.finalize(report, shutil.rmtree, workdir, ignore_errors=True)
-        return report
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)  # an interrupted audit leaves nothing behind
-        raise
+class BatchCache:
+    """Finished batches on disk, in a folder named by what determines them (model, config, probe)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @classmethod
+    def open(cls, root: str | Path, model: nn.Module, cfg: AuditConfig, probe_sha256: str) -> BatchCache:
+        digest = hashlib.sha256()
+        digest.update(model_fingerprint(model).encode())
+        digest.update(dump_config(cfg).encode())
+        digest.update(probe_sha256.encode())
+        folder = Path(root) / digest.hexdigest()[:24]
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls(folder)
+
+    def _path(self, start: int) -> Path:
+        return self.folder / f"batch-{start:09d}.npz"
+
+    def get(self, start: int) -> BatchResult | None:
+        path = self._path(start)
+        return BatchResult.load(path) if path.is_file() else None
+
+    def put(self, result: BatchResult) -> None:
+        result.save(self._path(result.start))
+
+    def __len__(self) -> int:
+        return len(list(self.folder.glob("batch-*.npz")))
+
+    def clear(self) -> None:
+        """Forget every cached batch (a fresh audit), keeping the folder."""
+        for path in self.folder.glob("batch-*.npz*"):
+            path.unlink()
+
+    def remove(self) -> None:
+        """Delete the cache folder (the audit finished and needs no resuming)."""
+        self.clear()
+        if self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 of the model's class, parameter and buffer names, shapes and values."""
+    digest = hashlib.sha256(type(model).__qualname__.encode())
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 class _BatchSplitter:

@@ -94,6 +94,24 @@ def judge(
     return GateResult(checks, tuple(gate.fail_on))
 
 
+def check_gate_config(config: AuditConfig, *, has_baseline: bool) -> None:
+    """What can be checked before any compute: thresholds name enabled methods (or ``probe``), and
+    relative thresholds have a baseline model to compare with."""
+    enabled = set(config.methods.enabled())
+    for name, threshold in config.gate.thresholds.items():
+        method = name.split("/")[1]
+        if method != "probe" and method not in enabled:
+            raise ConfigError(
+                f"gate.thresholds names metric {name!r}, which this audit did not produce: method "
+                f"{method!r} is not enabled (enabled: {', '.join(sorted(enabled))})"
+            )
+        if threshold.relative and not has_baseline:
+            raise ConfigError(
+                f"gate.thresholds.{name} is relative to the baseline model, but no baseline "
+                "metrics are available; pass --baseline-model-uri"
+            )
+
+
 def _method_check(method: str, metrics: Mapping[str, float], tolerance: float) -> GateCheck | None:
     prefix = f"xai/{method}/"
     samples = metrics.get(prefix + "samples")

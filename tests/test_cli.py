@@ -315,3 +315,55 @@ def test_non_pytorch_or_missing_model_exits_2(tracking_store, probe_file, capsys
     assert "is not a PyTorch model (its flavors: python_function, sklearn)" in capsys.readouterr().err
     assert main(["audit", "--model-uri", "runs:/0123456789abcdef/model", "--probe", probe_file]) == 2
     assert "cannot load model 'runs:/0123456789abcdef/model'" in capsys.readouterr().err
+
+
+def test_sigterm_marks_the_run_failed_and_resume_finishes_it(tracking_store, small_cnn, shapes16, tmp_path):
+    import os
+    import signal
+    import time
+
+    _, probe = shapes16
+    uri = _log(small_cnn, probe.images[:2])
+    np.savez(tmp_path / "probe.npz", inputs=probe.images[:24], labels=probe.labels[:24], ids=probe.ids[:24])
+    config = _write(
+        tmp_path,
+        "slow.yaml",
+        "batch_size: 2\nmethods:\n  integrated_gradients:\n    n_steps: 1024\n"
+        "checks:\n  completeness:\n    tolerance: 100.0\n",
+    )
+    args = ["audit", "--model-uri", uri, "--probe", "probe.npz", "--config", config, "--experiment", "r"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow_xai.cli", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    cache = tmp_path / ".mlflow-xai-cache"
+    deadline = time.monotonic() + 240
+    while not (cache.exists() and len(list(cache.glob("*/batch-*.npz"))) >= 2):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no batch finished in time"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip().splitlines()[-1] == "mlflow-xai: error: interrupted"
+    (failed,) = mlflow.search_runs(experiment_names=["r"], output_format="list")
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["xai.status"] == "running"
+    assert not [k for k in failed.data.metrics if k.startswith("xai/")]  # nothing half-logged
+    finished = len(list(cache.glob("*/batch-*.npz")))
+    assert 2 <= finished < 12
+
+    resumed = _cli(*args, "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not list(cache.glob("*/batch-*.npz"))  # a finished audit leaves no cache behind
+    fresh = _cli(*args, cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    runs = mlflow.search_runs(
+        experiment_names=["r"], output_format="list", order_by=["attributes.start_time"]
+    )
+    assert [r.info.status for r in runs] == ["FAILED", "FINISHED", "FINISHED"]
+    strip = lambda r: {k: v for k, v in r.data.metrics.items() if not k.endswith("/seconds")}  # noqa: E731
+    assert strip(runs[1]) == strip(runs[2])  # the resumed audit matches an uninterrupted one

@@ -70,3 +70,53 @@ def test_same_inputs_give_identical_metrics(small_cnn, shapes16):
     assert strip(first.metrics()) == strip(second.metrics())
     for name in first.methods:
         assert np.array_equal(first.methods[name].attributions, second.methods[name].attributions)
+
+
+def test_interrupted_audit_resumes_from_cached_batches(small_cnn, shapes16, tmp_path, monkeypatch):
+    from mlflow_xai.engine import BatchAttributor
+
+    _, probe = shapes16
+    x = probe.images[:10]
+    config = {"batch_size": 3, "methods": {"integrated_gradients": {"n_steps": 8}, "saliency": {}}}
+    reference = audit(small_cnn, x, config)
+
+    real_run = BatchAttributor.run
+    calls = []
+
+    def failing_run(self, start, *args):
+        calls.append(start)
+        if len(calls) == 3:
+            raise RuntimeError("worker lost")
+        return real_run(self, start, *args)
+
+    monkeypatch.setattr(BatchAttributor, "run", failing_run)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        audit(small_cnn, x, config, cache_dir=tmp_path / "cache")
+    (folder,) = (tmp_path / "cache").iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["batch-000000000.npz", "batch-000000003.npz"]
+
+    calls.clear()
+    resumed = audit(small_cnn, x, config, cache_dir=tmp_path / "cache")
+    assert calls == [6, 9]  # only the batches that had not finished
+    strip = lambda m: {k: v for k, v in m.items() if not k.endswith("/seconds")}  # noqa: E731
+    assert strip(resumed.metrics()) == strip(reference.metrics())
+    for name in reference.methods:
+        assert np.array_equal(resumed.methods[name].attributions, reference.methods[name].attributions)
+
+
+def test_cache_is_keyed_by_model_config_and_probe(small_cnn, shapes16, tmp_path):
+    import copy
+
+    import torch
+
+    _, probe = shapes16
+    config = {"batch_size": 4, "methods": {"saliency": {}}}
+    audit(small_cnn, probe.images[:4], config, cache_dir=tmp_path)
+    other = copy.deepcopy(small_cnn)
+    with torch.no_grad():
+        other.head.bias.add_(1.0)
+    audit(other, probe.images[:4], config, cache_dir=tmp_path)
+    audit(small_cnn, probe.images[:4], {**config, "seed": 1}, cache_dir=tmp_path)
+    audit(small_cnn, probe.images[1:5], config, cache_dir=tmp_path)
+    audit(small_cnn, probe.images[:4], config, cache_dir=tmp_path)  # the first again: reused
+    assert len(list(tmp_path.iterdir())) == 4
