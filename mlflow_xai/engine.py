@@ -158,7 +158,7 @@ class BatchAttributor:
         return BatchResult(start, np.asarray(ids), predicted.cpu().numpy(), target.cpu().numpy(), out)
 
 
-class _Accumulator:
+class BatchAccumulator:
     """Gathers batch results into per-sample arrays; attributions go to memory-mapped files."""
 
     def __init__(self, attributor: BatchAttributor, probe: ProbeSet, workdir: Path) -> None:
@@ -274,7 +274,7 @@ def audit_prepared(
     # Attributions stream to memory-mapped files, so memory does not grow with the probe set.
     workdir = Path(tempfile.mkdtemp(prefix="mlflow-xai-attr-"))
     try:
-        gathered = _Accumulator(attributor, probe, workdir)
+        gathered = BatchAccumulator(attributor, probe, workdir)
         with attributor.session():
             _check_fits(attributor.handle, probe, attributor.dtype)
             for batch in probe.batches(cfg.batch_size):
@@ -322,7 +322,7 @@ def build_report(
     cfg: AuditConfig,
     probe: ProbeSet,
     probe_sha256: str,
-    gathered: _Accumulator,
+    gathered: BatchAccumulator,
     attributor: BatchAttributor,
     ig_profiles: IGPathProfiles | None,
 ) -> AuditReport:
