@@ -40,8 +40,11 @@ from mlflow_xai.viz import (
 )
 
 
-def write_artifacts(report: AuditReport, folder: str | Path) -> Path:
-    """Fill ``folder`` with masks, figures, summary.json, per_sample.csv, config.yaml and report.html."""
+def write_artifacts(report: AuditReport, folder: str | Path, *, gate: Any = None) -> Path:
+    """Fill ``folder`` with masks, figures, summary.json, per_sample.csv, config.yaml and report.html.
+
+    ``gate`` (a ``GateResult``) adds the gate's checks to summary.json and the report.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     probe = report.probe
@@ -69,6 +72,8 @@ def write_artifacts(report: AuditReport, folder: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     summary = summary_dict(report)
+    if gate is not None:
+        summary["gate"] = gate.to_dict()
     (folder / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     (folder / "config.yaml").write_text(dump_config(report.config), encoding="utf-8")
     write_report_html(report, folder, summary)

@@ -216,9 +216,13 @@ def _audit(args: argparse.Namespace) -> int:
                 {"model_uri": args.baseline_model_uri, "metrics": baseline_metrics}, indent=2
             )
         if args.output_dir:
-            _write_folder_atomically(report, args.output_dir, extra_files, write_artifacts)
+            _write_folder_atomically(
+                report, args.output_dir, extra_files, lambda r, f: write_artifacts(r, f, gate=result)
+            )
         tags = {"xai.gate": result.status, "xai.status": "finished"}
-        log_report(report, run_id, extra_metrics=metrics, extra_files=extra_files, extra_tags=tags)
+        log_report(
+            report, run_id, extra_metrics=metrics, extra_files=extra_files, extra_tags=tags, gate=result
+        )
     for cache in caches:
         cache.remove()  # a finished audit needs no resuming
     if not args.quiet:

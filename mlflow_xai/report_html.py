@@ -33,7 +33,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .badge { display: inline-block; padding: 2px 10px; border-radius: 10px; font-weight: 600;
          font-size: 0.9em; }
 .pass { background: #d8f3dc; color: #1b5e20; } .fail { background: #fde2e1; color: #b71c1c; }
-.na { background: #ececf0; color: #555; }
+.na { background: #ececf0; color: #555; } .warn { background: #fff3cd; color: #7a5200; }
 .overall { font-size: 1.15em; }
 figure { margin: 8px 0 18px; } figcaption { color: #555; font-size: 0.85em; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -64,6 +64,7 @@ def render_report_html(report: AuditReport, folder: Path, summary: Mapping[str, 
         f"<style>{_CSS}</style></head><body>",
         _header(report),
         _verdicts(report),
+        _gate(summary.get("gate")),
         _statistics(report),
         _samples(report, folder),
         _worst(report, folder),
@@ -115,6 +116,19 @@ def _verdicts(report: AuditReport) -> str:
                 why += f" ({int(c.degenerate.sum())} with a degenerate baseline)"
         rows.append((escape(name), _badge(result.verdict), escape(why)))
     return "<h2>Verdicts</h2>" + _table(("", "verdict", "why"), rows, raw=True)
+
+
+def _gate(gate: Mapping[str, Any] | None) -> str:
+    """The CI gate's checks (method checks and thresholds), where the audit was gated."""
+    if not gate:
+        return ""
+    rows = [(escape(c["name"]), _badge(c["level"]), escape(c["message"])) for c in gate["checks"]]
+    fail_on = ", ".join(gate["fail_on"])
+    return (
+        f"<h2>Gate</h2><p>Gate: {_badge(gate['status'])} &nbsp; "
+        f'<span class="muted">exit code {int(gate["exit_code"])}; levels that fail the job: '
+        f"{escape(fail_on)}</span></p>" + _table(("check", "level", "detail"), rows, raw=True)
+    )
 
 
 def _statistics(report: AuditReport) -> str:
@@ -262,7 +276,7 @@ def _provenance(record: Mapping[str, Any]) -> str:
 
 
 def _badge(verdict: str) -> str:
-    css = {"pass": "pass", "fail": "fail"}.get(verdict, "na")
+    css = {"pass": "pass", "fail": "fail", "warn": "warn"}.get(verdict, "na")
     return f'<span class="badge {css}">{escape(verdict)}</span>'
 
 

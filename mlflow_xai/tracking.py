@@ -7,7 +7,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
@@ -53,6 +53,7 @@ def log_report(
     extra_metrics: dict[str, float] | None = None,
     extra_files: dict[str, str] | None = None,
     extra_tags: dict[str, str] | None = None,
+    gate: Any = None,
 ) -> None:
     """Write the artifacts to a local folder, upload it once under ``xai/``, then log metrics.
 
@@ -62,7 +63,7 @@ def log_report(
     """
     client = client or MlflowClient()
     with tempfile.TemporaryDirectory(prefix="mlflow-xai-") as folder:
-        write_artifacts(report, folder)
+        write_artifacts(report, folder, gate=gate)
         for relative, text in (extra_files or {}).items():
             (Path(folder) / relative).write_text(text, encoding="utf-8")
         with_retries(lambda: client.log_artifacts(run_id, folder, artifact_path=ARTIFACT_PATH))

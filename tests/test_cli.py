@@ -152,6 +152,14 @@ def test_good_model_passes_and_outputs_agree(
     assert gate["metrics"]["xai/integrated_gradients/converged_fraction"] == 1.0
     local = MlflowClient().download_artifacts(run.info.run_id, "xai/gate.json", str(tmp_path))
     assert json.loads(open(local).read())["status"] == "pass"
+    summary = json.loads(
+        open(MlflowClient().download_artifacts(run.info.run_id, "xai/summary.json", str(tmp_path))).read()
+    )
+    assert [c["name"] for c in summary["gate"]["checks"]] == [
+        c.get("name") for c in suite.findall("testcase")
+    ]
+    html = open(MlflowClient().download_artifacts(run.info.run_id, "xai/report.html", str(tmp_path))).read()
+    assert "<h2>Gate</h2>" in html and "xai/integrated_gradients/object_mass_fraction_mean" in html
 
 
 def test_model_that_ignores_the_object_fails(
