@@ -151,8 +151,12 @@ class OcclusionConfig(_Strict):
     sliding_window_shapes: list[PositiveInt] = Field(default=[3, 8, 8], min_length=1)
     strides: list[PositiveInt] = Field(default=[3, 4, 4], min_length=1)
     baseline: float = 0.0
-    perturbations_per_eval: PositiveInt = Field(
-        default=64, description="occluded copies evaluated in one forward pass"
+    perturbations_per_eval: PositiveInt | None = Field(
+        default=None,
+        description="windows occluded per forward pass; null = as many as internal_batch_size allows",
+    )
+    internal_batch_size: PositiveInt = Field(
+        default=256, description="occluded images per forward pass (when perturbations_per_eval is null)"
     )
 
     @model_validator(mode="after")
