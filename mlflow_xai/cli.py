@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted audit from the batches it finished (same model, config, probe)",
     )
     run.add_argument("--device", help="override the config's device (auto, cpu, cuda, cuda:N, mps)")
+    run.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        help="override the config's distributed.engine: attribute batches here or on Ray actors "
+        "(pip install 'mlflow-xai[ray]')",
+    )
     _add_outputs(run)
 
     gate = sub.add_parser(
@@ -176,7 +182,11 @@ def _audit(args: argparse.Namespace) -> int:
 
     # Config, probe set, models and gate are checked before any compute and before anything is
     # logged: bad input exits 2 and leaves no run behind.
-    config = load_config(args.config, **({"device": args.device} if args.device else {}))
+    config = load_config(
+        args.config,
+        **({"device": args.device} if args.device else {}),
+        **({"distributed": {"engine": args.engine}} if args.engine else {}),
+    )
     check_gate_config(config, has_baseline=bool(args.baseline_model_uri))
     probe = prepare_probe(args.probe, config)
     if args.run_id:

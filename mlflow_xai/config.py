@@ -352,6 +352,37 @@ class PrecisionConfig(_Strict):
     tf32: bool = Field(default=False, description="let CUDA matmuls and convolutions use TF32")
 
 
+class DistributedConfig(_Strict):
+    """Where the audit's batches are attributed: ``local`` (this process) or ``ray`` (a pool of actors
+    on a Ray cluster, each loading the model once). Results do not depend on the engine: every batch
+    is seeded by its position in the probe set, so a Ray audit matches a local one sample for sample
+    when both use the same batch size."""
+
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster to join, e.g. ray://head:10001 or auto; null = $RAY_ADDRESS, "
+        "else start a local cluster for this audit",
+    )
+    num_actors: PositiveInt = Field(default=2, description="attribution actors (model copies) in the pool")
+    num_gpus: NonNegativeFloat = Field(
+        default=0.0, description="GPUs per actor; 0 = CPU actors (fractions share a GPU)"
+    )
+    num_cpus: Annotated[float, Field(gt=0.0)] = Field(default=1.0, description="CPUs per actor")
+    batch_size: PositiveInt | None = Field(
+        default=None, description="probe samples per batch sent to an actor; null = the audit's batch_size"
+    )
+    max_restarts: Annotated[int, Field(ge=0)] = Field(
+        default=3, description="times Ray restarts a failed actor before the audit fails"
+    )
+    max_task_retries: Annotated[int, Field(ge=0)] = Field(
+        default=3, description="times a batch is retried on a restarted actor before the audit fails"
+    )
+    local_num_cpus: PositiveInt | None = Field(
+        default=None, description="CPUs of a local cluster started for the audit; null = all"
+    )
+
+
 class AuditConfig(_Strict):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     seed: int = 0
@@ -370,6 +401,9 @@ class AuditConfig(_Strict):
     checks: ChecksConfig = ChecksConfig()
     artifacts: ArtifactsConfig = ArtifactsConfig()
     gate: GateConfig = GateConfig()
+    distributed: DistributedConfig | None = Field(
+        default=None, description="engine and Ray settings; null = the local engine"
+    )
 
     @model_validator(mode="after")
     def _some_method(self) -> AuditConfig:

@@ -266,7 +266,12 @@ def audit_prepared(
     """``audit`` on a probe set that ``prepare_probe`` already loaded, preprocessed and sampled.
 
     Batches found in ``cache`` are reused; every batch computed is added to it.
+    With ``distributed.engine: ray`` the batches are attributed by Ray actors (``distributed``).
     """
+    if cfg.distributed is not None and cfg.distributed.engine == "ray":
+        from mlflow_xai.distributed import audit_on_ray
+
+        return audit_on_ray(model, probe, cfg, cache=cache, probe_sha256=probe_sha256)
     probe_mean = _probe_mean(probe) if _needs_probe_mean(cfg.model_dump()) else None
     attributor = BatchAttributor(model, cfg, probe_mean=probe_mean)
     probe_sha256 = probe_sha256 or probe.sha256()
