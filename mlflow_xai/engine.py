@@ -6,9 +6,11 @@ Nothing here touches MLflow; the engine runs and is tested without a tracking se
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import time
+import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -71,7 +73,9 @@ class BatchResult:
                     arrays[f"{name}|{key}"] = getattr(m, key)
             for key, value in m.extras.items():
                 arrays[f"{name}|extra|{key}"] = value
-        tmp = path.with_name(path.name + ".tmp.npz")
+        # A name of this writer's own: two audits of the same model, config and probe set may share
+        # a cache folder and write the same batch at once.
+        tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
         np.savez(tmp, **arrays)
         tmp.replace(path)
 
@@ -375,6 +379,7 @@ class BatchCache:
         return BatchResult.load(path) if path.is_file() else None
 
     def put(self, result: BatchResult) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)  # a concurrent identical audit may have removed it
         result.save(self._path(result.start))
 
     def __len__(self) -> int:
@@ -382,14 +387,17 @@ class BatchCache:
 
     def clear(self) -> None:
         """Forget every cached batch (a fresh audit), keeping the folder."""
-        for path in self.folder.glob("batch-*.npz*"):
-            path.unlink()
+        for path in self.folder.glob("batch-*.npz"):
+            path.unlink(missing_ok=True)  # a concurrent identical audit may clear it too
 
     def remove(self) -> None:
         """Delete the cache folder (the audit finished and needs no resuming)."""
         self.clear()
         if self.folder.is_dir() and not any(self.folder.iterdir()):
-            self.folder.rmdir()
+            try:
+                self.folder.rmdir()
+            except OSError:  # a concurrent identical audit wrote into it meanwhile: leave it
+                pass
 
 
 def model_fingerprint(model: nn.Module) -> str:

@@ -120,3 +120,45 @@ def test_cache_is_keyed_by_model_config_and_probe(small_cnn, shapes16, tmp_path)
     audit(small_cnn, probe.images[1:5], config, cache_dir=tmp_path)
     audit(small_cnn, probe.images[:4], config, cache_dir=tmp_path)  # the first again: reused
     assert len(list(tmp_path.iterdir())) == 4
+
+
+def test_concurrent_identical_audits_share_a_cache_without_clashing(tmp_path):
+    """Two audits of the same model, config and probe set (e.g. two CI jobs) use one cache folder."""
+    import threading
+
+    from mlflow_xai.engine import BatchCache, BatchResult, MethodBatch
+
+    cache = BatchCache(tmp_path / "key")
+    result = BatchResult(
+        0,
+        np.array(["a", "b"]),
+        np.array([1, 2]),
+        np.array([1, 2]),
+        {"saliency": MethodBatch(values=np.ones((2, 3), np.float16), seconds=0.1)},
+    )
+    errors = []
+
+    def writer():
+        try:
+            for _ in range(200):
+                cache.put(result)
+        except Exception as exc:  # noqa: BLE001 - any error is the failure this test looks for
+            errors.append(exc)
+
+    def finisher():
+        try:
+            for _ in range(200):
+                cache.clear()
+                cache.remove()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=t) for t in (writer, writer, finisher)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    cache.put(result)
+    loaded = cache.get(0)
+    assert loaded.ids.tolist() == ["a", "b"] and loaded.methods["saliency"].values.shape == (2, 3)
