@@ -176,7 +176,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     from mlflow_xai.artifacts import write_artifacts
     from mlflow_xai.config import load_config
-    from mlflow_xai.engine import BatchCache, audit_prepared, prepare_probe
+    from mlflow_xai.engine import BatchCache, audit_prepared, check_audit_inputs, prepare_probe
     from mlflow_xai.gate import attribution_drift, check_gate_config, drift_metrics, judge
     from mlflow_xai.tracking import log_report
 
@@ -193,6 +193,9 @@ def _audit(args: argparse.Namespace) -> int:
         mlflow.get_run(args.run_id)  # fails clearly if the run does not exist
     model = _load_pytorch_model(args.model_uri)
     baseline_model = _load_pytorch_model(args.baseline_model_uri) if args.baseline_model_uri else None
+    for m in (model, baseline_model):
+        if m is not None:
+            check_audit_inputs(m, probe, config)  # shape, outputs, targets, methods: on one sample
     probe_sha256 = probe.sha256()
     caches = [BatchCache.open(args.cache_dir, m, config, probe_sha256) for m in (model, baseline_model) if m]
     if not args.resume:

@@ -389,6 +389,12 @@ class AuditConfig(_Strict):
     batch_size: PositiveInt = Field(default=32, description="probe samples per batch")
     target: Literal["predicted", "label"] | Annotated[int, Field(ge=0)] = "predicted"
     output: Literal[OUTPUTS] = "logit"  # type: ignore[valid-type]
+    output_key: str | None = Field(
+        default=None, description="a model that returns a dict: the key of its class scores"
+    )
+    output_index: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="a model that returns a tuple: the index of its class scores"
+    )
     input_shape: list[PositiveInt] | None = Field(
         default=None, description="shape of one input without the batch axis, e.g. [3, 32, 32]"
     )
@@ -410,6 +416,11 @@ class AuditConfig(_Strict):
         if not self.methods.enabled():
             valid = ", ".join(MethodsConfig.model_fields)
             raise ValueError(f"methods must enable at least one method; valid methods: {valid}")
+        if self.output_key is not None and self.output_index is not None:
+            raise ValueError(
+                "output_key (a dict key) and output_index (a tuple index) exclude each other; "
+                "set the one that fits the model's output"
+            )
         return self
 
 
@@ -433,7 +444,7 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, **override
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(exc)}") from None
         if data is None:
             data = {}
     else:
@@ -447,6 +458,14 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, **override
         return AuditConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint on one line, with where it is (1-based line and column)."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
 
 
 def _deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -114,11 +114,15 @@ class BatchAttributor:
         self.device = resolve_device(cfg.device)
         self.methods = {name: build(name, mcfg) for name, mcfg in cfg.methods.enabled().items()}
         self.handle = ModelHandle(
-            model, self.device, cfg.output, resolve_autocast(cfg.precision.autocast, self.device)
+            model,
+            self.device,
+            cfg.output,
+            resolve_autocast(cfg.precision.autocast, self.device),
+            output_key=cfg.output_key,
+            output_index=cfg.output_index,
         )
         for method in self.methods.values():
-            if method.needs_hooks and self.handle.exported:
-                method.attribute(self.handle, torch.empty(0), torch.empty(0))  # raises the refusal
+            method.check_model(self.handle)  # hooks on an exported graph, layer names, ReLU modules
         if probe_mean is not None:
             mean = torch.from_numpy(probe_mean).to(self.device)
             for method in self.methods.values():
@@ -131,6 +135,16 @@ class BatchAttributor:
     def session(self) -> Iterator[BatchAttributor]:
         with audit_mode(self.model), _on_device(self.model, self.device), tf32_mode(self.cfg.precision.tf32):
             yield self
+
+    def preflight(self, probe: ProbeSet) -> None:
+        """Check on the first probe sample what would otherwise fail inside a batch: the input
+        shape, the model's output, the target classes and each method's needs (gradients, layers,
+        window sizes). Call inside ``session()``, before any batch."""
+        classes = _check_fits(self.handle, probe, self.dtype)
+        _check_targets(self.cfg.target, probe, classes)
+        x = torch.from_numpy(np.array(probe.inputs[:1])).to(self.device, self.dtype)
+        for method in self.methods.values():
+            method.check_input(self.handle, x)
 
     def run(self, start: int, inputs: np.ndarray, labels: np.ndarray | None, ids: np.ndarray) -> BatchResult:
         # Every batch starts from the same seed, so a batch's result does not depend on which
@@ -285,7 +299,7 @@ def audit_prepared(
     try:
         gathered = BatchAccumulator(attributor, probe, workdir)
         with attributor.session():
-            _check_fits(attributor.handle, probe, attributor.dtype)
+            attributor.preflight(probe)
             for batch in probe.batches(cfg.batch_size):
                 result = cache.get(batch.start) if cache is not None else None
                 if result is None:
@@ -480,12 +494,22 @@ def _input_dtype(model: nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def _check_fits(handle: ModelHandle, probe: ProbeSet, dtype: torch.dtype) -> None:
-    """Run one sample through the model first, so a shape mismatch fails before any compute."""
+def check_audit_inputs(model: nn.Module, probe: ProbeSet, cfg: AuditConfig) -> None:
+    """Every check ``audit_prepared`` makes before its first batch, on its own: the CLI calls it
+    before it opens a run, so bad input logs nothing."""
+    attributor = BatchAttributor(model, cfg)
+    with attributor.session():
+        attributor.preflight(probe)
+
+
+def _check_fits(handle: ModelHandle, probe: ProbeSet, dtype: torch.dtype) -> int:
+    """Run one sample through the model first, so a shape mismatch fails before any compute.
+
+    Returns the number of classes the model scores."""
     x = torch.from_numpy(np.array(probe.inputs[:1])).to(handle.device, dtype)
     try:
         with torch.no_grad():
-            handle.scores(x)
+            return int(handle.scores(x).shape[1])
     except ModelError:
         raise
     except Exception as exc:  # the model's own error says best what it expected
@@ -493,6 +517,21 @@ def _check_fits(handle: ModelHandle, probe: ProbeSet, dtype: torch.dtype) -> Non
             f"the model cannot take probe inputs of shape {list(probe.input_shape)} "
             f"(per sample): {type(exc).__name__}: {exc}"
         ) from None
+
+
+def _check_targets(spec: str | int, probe: ProbeSet, classes: int) -> None:
+    """A fixed target or every probe label (with ``target: label``) must be a class of the model."""
+    allowed = f"the model has {classes} classes, so a target must be 0 to {classes - 1}"
+    if isinstance(spec, int) and spec >= classes:
+        raise ProbeError(f"target class {spec} is out of range: {allowed}")
+    if spec == "label" and probe.labels is not None:
+        bad = np.flatnonzero((probe.labels < 0) | (probe.labels >= classes))
+        if len(bad):
+            first = bad[0]
+            raise ProbeError(
+                f"target class {int(probe.labels[first])} is out of range: {allowed}; it is the "
+                f"label of probe sample {str(probe.ids[first])!r} ({len(bad)} such label(s))"
+            )
 
 
 def _resolve_target(
@@ -510,7 +549,10 @@ def _resolve_target(
         target = torch.full_like(predicted, int(spec))
     if int(target.min()) < 0 or int(target.max()) >= num_classes:
         bad = int(target.max()) if int(target.max()) >= num_classes else int(target.min())
-        raise ProbeError(f"target class {bad} is out of range: the model has {num_classes} classes")
+        raise ProbeError(
+            f"target class {bad} is out of range: the model has {num_classes} classes, so a target "
+            f"must be 0 to {num_classes - 1}"
+        )
     return target
 
 

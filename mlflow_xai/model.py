@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -103,8 +103,9 @@ def audit_mode(model: nn.Module) -> Iterator[nn.Module]:
 class ModelHandle:
     """A model ready to be explained: on its device, with the explained output chosen.
 
-    ``output`` is applied to the model's raw scores before a target column is taken:
-    ``logit`` (as is), ``probability`` (softmax) or ``log_probability`` (log-softmax).
+    A model that returns a dict or a tuple names its class scores with ``output_key`` (a dict key)
+    or ``output_index`` (a tuple index). ``output`` is then applied to the raw scores before a
+    target column is taken: ``logit`` (as is), ``probability`` (softmax) or ``log_probability``.
     """
 
     module: nn.Module
@@ -113,6 +114,8 @@ class ModelHandle:
     # Precision of gradient passes (None: full). Passes without autograd, whose outputs are
     # reported and checked (predictions, F(x), F(x')), always run in full precision.
     autocast: torch.dtype | None = None
+    output_key: str | None = None
+    output_index: int | None = None
 
     @property
     def exported(self) -> bool:
@@ -122,25 +125,21 @@ class ModelHandle:
         """The model's outputs for ``x``, transformed to the explained output, shape (B, C)."""
         if self.autocast is not None and torch.is_grad_enabled():
             with torch.autocast(self.device.type, dtype=self.autocast):
-                raw = self.module(x)
-            if isinstance(raw, torch.Tensor) and raw.is_floating_point():
+                raw = self.select(self.module(x))
+            if raw.is_floating_point():
                 raw = raw.to(x.dtype)  # softmax and the target's sum run in full precision
         else:
-            raw = self.module(x)
-        if not isinstance(raw, torch.Tensor):
+            raw = self.select(self.module(x))
+        if not raw.is_floating_point():
             raise ModelError(
-                f"the model returned {type(raw).__name__}; a classifier to audit must return one "
-                "tensor of class scores of shape (batch, classes)"
+                f"the model returned {raw.dtype} outputs of shape {tuple(raw.shape)}, which cannot be "
+                "differentiated (an argmax or class ids?); it must return floating-point class scores "
+                "of shape (batch, classes)"
             )
         if raw.ndim != 2:
             raise ModelError(
                 f"the model returned a tensor of shape {tuple(raw.shape)}; a classifier to audit "
                 "must return class scores of shape (batch, classes)"
-            )
-        if not raw.is_floating_point():
-            raise ModelError(
-                f"the model returned {raw.dtype} outputs, which cannot be differentiated; "
-                "it must return floating-point class scores"
             )
         if self.output == "probability":
             return torch.softmax(raw, dim=1)
@@ -148,6 +147,67 @@ class ModelHandle:
             return torch.log_softmax(raw, dim=1)
         return raw
 
+    def select(self, raw: object) -> torch.Tensor:
+        """The class-score tensor in the model's raw output, picked by ``output_key``/``output_index``."""
+        if isinstance(raw, Mapping):
+            keys = [str(k) for k in raw]
+            if self.output_key is None:
+                raise ModelError(
+                    f"the model returned {type(raw).__name__} with keys {keys}; set output_key in "
+                    "the config to the key of its class scores"
+                )
+            if self.output_key not in raw:
+                raise ModelError(
+                    f"output_key {self.output_key!r} is not a key of the model's output; its keys: {keys}"
+                )
+            raw = raw[self.output_key]
+        elif isinstance(raw, (tuple, list)):
+            if self.output_index is None:
+                raise ModelError(
+                    f"the model returned {type(raw).__name__} of {len(raw)} items; set output_index "
+                    f"in the config to the index of its class scores (0 to {len(raw) - 1})"
+                )
+            if self.output_index >= len(raw):
+                raise ModelError(
+                    f"output_index {self.output_index} is out of range: the model returned a "
+                    f"{type(raw).__name__} of {len(raw)} items, so it must be 0 to {len(raw) - 1}"
+                )
+            raw = raw[self.output_index]
+        elif self.output_key is not None or self.output_index is not None:
+            option = "output_key" if self.output_key is not None else "output_index"
+            raise ModelError(
+                f"{option} is set, but the model returned a {type(raw).__name__}, not a "
+                f"{'dict' if option == 'output_key' else 'tuple'}; drop {option} from the config"
+            )
+        if not isinstance(raw, torch.Tensor):
+            raise ModelError(
+                f"the model's class scores are a {type(raw).__name__}; a classifier to audit must "
+                "return one tensor of class scores of shape (batch, classes)"
+            )
+        return raw
+
     def explained(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """F(x): the explained output of each sample's target class, shape (B,)."""
         return self.scores(x).gather(1, target.view(-1, 1)).squeeze(1)
+
+
+def check_gradient_path(handle: ModelHandle, x: torch.Tensor, method: str) -> None:
+    """Refuse, with a message, a model whose scores do not depend on its input through autograd.
+
+    A gradient method on such a model (outputs detached, computed under ``torch.no_grad``, or
+    rebuilt from an argmax) would otherwise stop on a bare autograd error, or explain nothing.
+    """
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        scores = handle.scores(x)
+        connected = scores.requires_grad and (
+            torch.autograd.grad(scores.sum(), x, allow_unused=True)[0] is not None
+        )
+    if not connected:
+        raise ModelError(
+            f"method {method!r} needs gradients of the model's output with respect to its input, but "
+            "the output is not connected to the input in the autograd graph (detached, computed "
+            "under torch.no_grad, or rebuilt from an argmax); return scores computed from the input "
+            "with autograd, or use a perturbation method (occlusion, feature_ablation, "
+            "shapley_value_sampling, kernel_shap, lime)"
+        )

@@ -111,6 +111,7 @@ class CaptumGradientMethod(AttributionMethod):
     """
 
     noise_tunnel_ready: ClassVar[bool] = True
+    needs_gradients: ClassVar[bool] = True
     probe_mean: torch.Tensor | None = None  # set by the engine for `baseline: probe_mean`
 
     def algorithm(self, handle: ModelHandle, x: torch.Tensor) -> tuple[Any, dict[str, Any]]:
@@ -121,6 +122,10 @@ class CaptumGradientMethod(AttributionMethod):
 
     def prepare(self, handle: ModelHandle) -> None:
         """Refuse a model this method cannot explain faithfully (called before any compute)."""
+
+    def check_model(self, handle: ModelHandle) -> None:
+        super().check_model(handle)
+        self.prepare(handle)
 
     def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
         self.prepare(handle)

@@ -8,8 +8,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from mlflow_xai.baselines import make_baseline, make_baseline_distribution
+from mlflow_xai.config import BaselineConfig
 from mlflow_xai.errors import ModelError
-from mlflow_xai.model import HOOK_ADVICE, ModelHandle
+from mlflow_xai.model import HOOK_ADVICE, ModelHandle, check_gradient_path
 
 
 @dataclass
@@ -32,18 +34,45 @@ class AttributionMethod:
 
     name: ClassVar[str]
     needs_hooks: ClassVar[bool] = False  # module hooks do not fire on an exported graph
+    needs_gradients: ClassVar[bool] = False  # differentiates the output with respect to the input
+    baseline_distribution: ClassVar[bool] = False  # draws one baseline set for the whole batch
     has_completeness: ClassVar[bool] = False
 
     def __init__(self, config: Any) -> None:
         self.config = config
 
     def attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+        self.check_model(handle)
+        return self._attribute(handle, x, target)
+
+    def check_model(self, handle: ModelHandle) -> None:
+        """Refuse a model this method cannot explain as configured (no input needed, no compute)."""
         if self.needs_hooks and handle.exported:
             raise ModelError(
                 f"method {self.name!r} needs module hooks, which never fire on an exported graph "
                 f"(MLflow's default pt2 format); {HOOK_ADVICE}, or drop {self.name!r} from methods"
             )
-        return self._attribute(handle, x, target)
+
+    def check_input(self, handle: ModelHandle, x: torch.Tensor) -> None:
+        """Refuse, before any batch is attributed, what would fail on ``x`` (one probe sample).
+
+        A subclass that adds checks calls this first.
+        """
+        self.check_model(handle)
+        self.check_baseline(x)
+        if self.needs_gradients:
+            check_gradient_path(handle, x, self.name)
+
+    def check_baseline(self, x: torch.Tensor) -> None:
+        """Build the configured baseline for ``x``: a file that cannot be read or does not fit the
+        input fails here, not in the first batch. The probe mean is known only to the engine."""
+        baseline = getattr(self.config, "baseline", None)
+        if not isinstance(baseline, BaselineConfig) or baseline.kind == "probe_mean":
+            return
+        if self.baseline_distribution:
+            make_baseline_distribution(baseline, x, 1)
+        else:
+            make_baseline(baseline, x)
 
     def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
         raise NotImplementedError

@@ -51,6 +51,8 @@ class DeepLift(CaptumGradientMethod):
 class DeepLiftShap(AttributionMethod):
     """DeepLift averaged over a baseline distribution; F(x') is the mean output over the baselines."""
 
+    needs_gradients = True
+    baseline_distribution = True
     needs_hooks = True
     probe_mean: torch.Tensor | None = None  # set by the engine for `baseline: probe_mean`
 

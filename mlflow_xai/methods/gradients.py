@@ -40,6 +40,8 @@ class GradientShap(AttributionMethod):
     tight completeness tolerance will flag it even when it works as designed.
     """
 
+    needs_gradients = True
+    baseline_distribution = True
     probe_mean: torch.Tensor | None = None  # set by the engine for `baseline: probe_mean`
 
     def __init__(self, config: Any) -> None:

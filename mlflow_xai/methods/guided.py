@@ -57,6 +57,11 @@ class GuidedGradCam(CaptumGradientMethod):
 
     def prepare(self, handle: ModelHandle) -> None:
         require_relu_modules(handle.module, self.name)
+        find_layer(handle.module, self.config.layer, self.name)
+
+    def check_input(self, handle: ModelHandle, x: torch.Tensor) -> None:
+        super().check_input(handle, x)
+        _attribute_one_sample(self, handle, x)
 
     def algorithm(self, handle: ModelHandle, x: torch.Tensor) -> tuple[Any, dict[str, Any]]:
         cfg = self.config
@@ -77,6 +82,15 @@ class LayerGradCam(AttributionMethod):
     """
 
     needs_hooks = True
+    needs_gradients = True
+
+    def check_model(self, handle: ModelHandle) -> None:
+        super().check_model(handle)
+        find_layer(handle.module, self.config.layer, self.name)
+
+    def check_input(self, handle: ModelHandle, x: torch.Tensor) -> None:
+        super().check_input(handle, x)
+        _attribute_one_sample(self, handle, x)
 
     def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
         cfg = self.config
@@ -96,6 +110,12 @@ class LayerGradCam(AttributionMethod):
                 "axes (a convolution, not a pooled or linear layer)"
             )
         return Attribution(_resize(cam, x, cfg.interpolate_mode).detach())
+
+
+def _attribute_one_sample(method: AttributionMethod, handle: ModelHandle, x: torch.Tensor) -> None:
+    """Whether the layer's map fits the input shows only on a pass: one sample, class 0."""
+    one = x[:1]
+    method._attribute(handle, one, torch.zeros(1, dtype=torch.long, device=one.device))
 
 
 def _resize(cam: torch.Tensor, x: torch.Tensor, mode: str) -> torch.Tensor:

@@ -80,6 +80,7 @@ class IntegratedGradients(AttributionMethod):
     """Per-sample extras: ``steps`` always; with ``n_steps: auto`` (or ``check_step_change``) also
     ``step_change_rel_l2`` and ``step_change_spearman`` (n vs 2n); with auto also ``converged``."""
 
+    needs_gradients = True
     has_completeness = True
     probe_mean: torch.Tensor | None = None  # set by the engine for `baseline: probe_mean`
 

@@ -18,6 +18,8 @@ class NoiseTunnel(AttributionMethod):
     by ``nt_type`` (mean, mean of squares, or variance). It needs hooks when the wrapped method does.
     """
 
+    needs_gradients = True
+
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         inner = build(config.method, config.wrapped_config())
@@ -25,6 +27,14 @@ class NoiseTunnel(AttributionMethod):
             raise TypeError(f"noise_tunnel cannot wrap {config.method!r}: not a Captum gradient method")
         self.inner = inner
         self.needs_hooks = inner.needs_hooks
+
+    def check_model(self, handle: ModelHandle) -> None:
+        super().check_model(handle)
+        self.inner.check_model(handle)
+
+    def check_input(self, handle: ModelHandle, x: torch.Tensor) -> None:
+        super().check_input(handle, x)
+        self.inner.check_baseline(x)
 
     @property
     def probe_mean(self) -> torch.Tensor | None:

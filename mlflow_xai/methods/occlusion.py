@@ -66,10 +66,12 @@ def occlusion(
 
 @register("occlusion")
 class Occlusion(AttributionMethod):
-    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
-        cfg = self.config
-        window, strides = tuple(cfg.sliding_window_shapes), tuple(cfg.strides)
-        sample_shape = tuple(x.shape[1:])
+    def check_input(self, handle: ModelHandle, x: torch.Tensor) -> None:
+        super().check_input(handle, x)
+        self._check_window(tuple(x.shape[1:]))
+
+    def _check_window(self, sample_shape: tuple[int, ...]) -> None:
+        window = tuple(self.config.sliding_window_shapes)
         if len(window) != len(sample_shape):
             raise ProbeError(
                 f"methods.occlusion.sliding_window_shapes {list(window)} has {len(window)} entries "
@@ -80,6 +82,11 @@ class Occlusion(AttributionMethod):
                 f"methods.occlusion.sliding_window_shapes {list(window)} is larger than the input "
                 f"{list(sample_shape)} on some axis; every window entry must be <= the input's"
             )
+
+    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+        cfg = self.config
+        self._check_window(tuple(x.shape[1:]))
+        window, strides = tuple(cfg.sliding_window_shapes), tuple(cfg.strides)
         per_pass = cfg.perturbations_per_eval or max(1, cfg.internal_batch_size // max(1, len(x)))
         values = occlusion(
             handle.scores,
