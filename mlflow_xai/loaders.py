@@ -18,7 +18,16 @@ import torch
 
 from mlflow_xai.config import PreprocessConfig, ProbeConfig
 from mlflow_xai.errors import ConfigError, ProbeError
-from mlflow_xai.probe import CHUNK_ROWS, ProbeSet, SpillWriter, keep_alive, load_npz, release_pages
+from mlflow_xai.probe import (
+    CHUNK_ROWS,
+    ProbeSet,
+    SpillWriter,
+    keep_alive,
+    load_npz,
+    npz_member,
+    read_npy,
+    release_pages,
+)
 
 # The image files torchvision's ImageFolder accepts.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -66,11 +75,11 @@ def load_probe(
         if path.suffix == ".npy":
             if preprocess is None:
                 return load_npz(path)  # memory-mapped, used as it is
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            array = read_npy(path)
             return _from_arrays(array, None, None, None, preprocess)
         if path.suffix == ".npz" and preprocess is not None:
             with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
+                arrays = {k: npz_member(data, k, path) for k in data.files}
             return _from_arrays(
                 _pick(arrays, _INPUT_KEYS, f"probe file {str(path)!r}"),
                 _pick(arrays, _LABEL_KEYS),

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -211,11 +212,7 @@ def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
     if not path.is_file():
         raise ProbeError(f"probe file {str(path)!r} does not exist")
     if path.suffix == ".npy":
-        try:
-            inputs = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except ValueError as exc:
-            raise ProbeError(f"probe file {str(path)!r} is not a plain numeric .npy array: {exc}") from None
-        return ProbeSet(inputs)
+        return ProbeSet(read_npy(path, mmap=mmap))
     if path.suffix != ".npz":
         raise ProbeError(f"probe file {str(path)!r} must be .npz or .npy")
     with np.load(path, allow_pickle=False) as data:
@@ -224,7 +221,7 @@ def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
         def pick(*names: str) -> np.ndarray | None:
             for name in names:
                 if name in keys:
-                    return data[name]
+                    return npz_member(data, name, path)
             return None
 
         inputs = pick("inputs", "x", "images")
@@ -237,6 +234,28 @@ def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
         return ProbeSet(
             inputs, pick("labels", "y"), pick("masks"), pick("ids"), None if names is None else tuple(names)
         )
+
+
+def read_npy(path: Path, *, mmap: bool = True) -> np.ndarray:
+    """A numeric ``.npy`` array (memory-mapped with ``mmap``); pickled objects are never loaded."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as exc:
+        raise ProbeError(
+            f"probe file {str(path)!r} is not a plain numeric .npy array ({exc}); save numbers, "
+            "never Python objects (pickles are not loaded)"
+        ) from None
+
+
+def npz_member(data: Any, name: str, path: Path) -> np.ndarray:
+    """One array of an open ``.npz``; an array of Python objects (a pickle) is refused, not loaded."""
+    try:
+        return data[name]
+    except ValueError as exc:
+        raise ProbeError(
+            f"probe file {str(path)!r}: array {name!r} cannot be read without unpickling ({exc}); "
+            "save numbers (and strings for ids), never Python objects"
+        ) from None
 
 
 def stratified_index(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
