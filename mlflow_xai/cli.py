@@ -188,6 +188,10 @@ def _audit(args: argparse.Namespace) -> int:
         **({"distributed": {"engine": args.engine}} if args.engine else {}),
     )
     check_gate_config(config, has_baseline=bool(args.baseline_model_uri))
+    if config.distributed is not None and config.distributed.engine == "ray":
+        from mlflow_xai.distributed import import_ray
+
+        import_ray()  # a missing Ray is bad usage: exit 2 before a run is opened
     probe = prepare_probe(args.probe, config)
     if args.run_id:
         mlflow.get_run(args.run_id)  # fails clearly if the run does not exist
@@ -210,7 +214,10 @@ def _audit(args: argparse.Namespace) -> int:
     ) as active:
         run_id = active.info.run_id
         mlflow.set_tags({"mlflow_xai.model_uri": args.model_uri, "xai.status": "running"})
-        report = audit_prepared(model, probe, config, cache=caches[0], probe_sha256=probe_sha256)
+        progress = False if args.quiet else None  # a bar on stderr, only on a terminal
+        report = audit_prepared(
+            model, probe, config, cache=caches[0], probe_sha256=probe_sha256, progress=progress
+        )
         metrics = report.metrics()
         baseline_metrics = None
         if baseline_model is not None:

@@ -35,7 +35,6 @@ from mlflow_xai.engine import (
     BatchCache,
     BatchResult,
     MethodBatch,
-    _check_fits,
     _ig_profiles,
     _needs_probe_mean,
     _probe_mean,
@@ -212,7 +211,7 @@ def audit_on_ray(
     attributor = BatchAttributor(model, cfg, probe_mean=probe_mean)  # validates model and methods here
     probe_sha256 = probe_sha256 or probe.sha256()
     with attributor.session():
-        _check_fits(attributor.handle, probe, attributor.dtype)
+        attributor.preflight(probe)  # the same checks as a local audit, before any batch
 
     workdir = Path(tempfile.mkdtemp(prefix="mlflow-xai-attr-"))
     try:

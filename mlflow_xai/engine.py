@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from mlflow_xai.baselines import make_baseline
 from mlflow_xai.checks import CompletenessResult
@@ -280,10 +282,12 @@ def audit_prepared(
     *,
     cache: BatchCache | None = None,
     probe_sha256: str | None = None,
+    progress: bool | None = False,
 ) -> AuditReport:
     """``audit`` on a probe set that ``prepare_probe`` already loaded, preprocessed and sampled.
 
-    Batches found in ``cache`` are reused; every batch computed is added to it.
+    Batches found in ``cache`` are reused; every batch computed is added to it. ``progress``
+    shows a progress bar on stderr: True always, None only when stderr is a terminal.
     With ``distributed.engine: ray`` the batches are attributed by Ray actors (``distributed``).
     """
     if cfg.distributed is not None and cfg.distributed.engine == "ray":
@@ -300,7 +304,15 @@ def audit_prepared(
         gathered = BatchAccumulator(attributor, probe, workdir)
         with attributor.session():
             attributor.preflight(probe)
-            for batch in probe.batches(cfg.batch_size):
+            batches = tqdm(
+                probe.batches(cfg.batch_size),
+                total=-(-len(probe) // cfg.batch_size),
+                desc="attributing",
+                unit="batch",
+                file=sys.stderr,
+                disable=None if progress is None else not progress,
+            )
+            for batch in batches:
                 result = cache.get(batch.start) if cache is not None else None
                 if result is None:
                     result = attributor.run(batch.start, batch.inputs, batch.labels, batch.ids)

@@ -161,3 +161,16 @@ def test_whole_node_passes_equal_the_per_point_path(internal_batch_size):
         f, x, baseline, target, n_steps=7, rule="gauss_legendre", internal_batch_size=internal_batch_size
     )
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_progress_bar_on_stderr_only_when_asked_or_on_a_terminal(small_cnn, capsys):
+    from mlflow_xai.config import load_config
+    from mlflow_xai.engine import audit_prepared, prepare_probe
+
+    cfg = load_config({**FAST, "batch_size": 2})
+    probe = prepare_probe(np.zeros((4, 3, 16, 16), np.float32), cfg)
+    audit_prepared(small_cnn, probe, cfg, progress=True)
+    shown = capsys.readouterr()
+    assert "attributing" in shown.err and "2/2" in shown.err and shown.out == ""
+    audit_prepared(small_cnn, probe, cfg, progress=None)  # stderr is not a terminal here
+    assert capsys.readouterr().err == ""
