@@ -44,7 +44,7 @@ def main() -> None:
         "--per-eval",
         type=int,
         default=None,
-        help="our perturbations_per_eval (default: auto, 256 images a pass)",
+        help="our perturbations_per_eval (default: auto, 128 images a pass)",
     )
     parser.add_argument("--repeats", type=int, default=5, help="best of this many runs")
     args = parser.parse_args()

@@ -156,7 +156,7 @@ class OcclusionConfig(_Strict):
         description="windows occluded per forward pass; null = as many as internal_batch_size allows",
     )
     internal_batch_size: PositiveInt = Field(
-        default=256, description="occluded images per forward pass (when perturbations_per_eval is null)"
+        default=128, description="occluded images per forward pass (when perturbations_per_eval is null)"
     )
 
     @model_validator(mode="after")
