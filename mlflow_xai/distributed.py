@@ -19,7 +19,6 @@ import os
 import shutil
 import tempfile
 import warnings
-import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,10 +34,9 @@ from mlflow_xai.engine import (
     BatchCache,
     BatchResult,
     MethodBatch,
-    _ig_profiles,
     _needs_probe_mean,
     _probe_mean,
-    build_report,
+    finish_report,
 )
 from mlflow_xai.errors import ConfigError, ModelError
 from mlflow_xai.probe import ProbeSet, release_pages
@@ -228,18 +226,7 @@ def audit_on_ray(
                 _attribute_on_ray(
                     ray, model, probe, cfg, dist, probe_mean, todo, batch_size, gathered, cache, worker_class
                 )
-        with attributor.session():
-            ig_profiles = _ig_profiles(
-                attributor.methods,
-                attributor.handle,
-                probe,
-                gathered.targets,
-                attributor.dtype,
-                cfg.artifacts.sheet_samples,
-            )
-        report = build_report(cfg, probe, probe_sha256, gathered, attributor, ig_profiles)
-        weakref.finalize(report, shutil.rmtree, workdir, ignore_errors=True)
-        return report
+        return finish_report(cfg, probe, probe_sha256, gathered, attributor, workdir)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise

@@ -319,18 +319,7 @@ def audit_prepared(
                     if cache is not None:
                         cache.put(result)
                 gathered.add(result)
-            ig_profiles = _ig_profiles(
-                attributor.methods,
-                attributor.handle,
-                probe,
-                gathered.targets,
-                attributor.dtype,
-                cfg.artifacts.sheet_samples,
-            )
-        report = build_report(cfg, probe, probe_sha256, gathered, attributor, ig_profiles)
-        # The files live as long as the report that reads them.
-        weakref.finalize(report, shutil.rmtree, workdir, ignore_errors=True)
-        return report
+        return finish_report(cfg, probe, probe_sha256, gathered, attributor, workdir)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)  # an interrupted audit leaves no attribution files
         raise
@@ -351,6 +340,32 @@ def prepare_probe(
     if cfg.target == "label" and probe.labels is None:
         raise ProbeError("target 'label' needs probe labels, but the probe set has none")
     return probe
+
+
+def finish_report(
+    cfg: AuditConfig,
+    probe: ProbeSet,
+    probe_sha256: str,
+    gathered: BatchAccumulator,
+    attributor: BatchAttributor,
+    workdir: Path,
+) -> AuditReport:
+    """The report of gathered batches, with IG's path figures computed on this process's model.
+
+    The attribution files in ``workdir`` live as long as the report that reads them.
+    """
+    with attributor.session():
+        ig_profiles = _ig_profiles(
+            attributor.methods,
+            attributor.handle,
+            probe,
+            gathered.targets,
+            attributor.dtype,
+            cfg.artifacts.sheet_samples,
+        )
+    report = build_report(cfg, probe, probe_sha256, gathered, attributor, ig_profiles)
+    weakref.finalize(report, shutil.rmtree, workdir, ignore_errors=True)
+    return report
 
 
 def build_report(
@@ -405,8 +420,16 @@ class BatchCache:
         return BatchResult.load(path) if path.is_file() else None
 
     def put(self, result: BatchResult) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)  # a concurrent identical audit may have removed it
-        result.save(self._path(result.start))
+        # A concurrent identical audit that finished may remove the (then empty) folder at any
+        # moment; make it again and retry.
+        for attempt in range(5):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                result.save(self._path(result.start))
+                return
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
 
     def __len__(self) -> int:
         return len(list(self.folder.glob("batch-*.npz")))
