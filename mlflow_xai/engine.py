@@ -423,11 +423,11 @@ class BatchCache:
         # A concurrent identical audit that finished may remove the (then empty) folder at any
         # moment; make it again and retry.
         for attempt in range(5):
-            self.folder.mkdir(parents=True, exist_ok=True)
             try:
+                self.folder.mkdir(parents=True, exist_ok=True)
                 result.save(self._path(result.start))
                 return
-            except FileNotFoundError:
+            except (FileNotFoundError, FileExistsError):  # removed between the check and the write
                 if attempt == 4:
                     raise
 
