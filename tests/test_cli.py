@@ -375,3 +375,42 @@ def test_sigterm_marks_the_run_failed_and_resume_finishes_it(tracking_store, sma
     assert [r.info.status for r in runs] == ["FAILED", "FINISHED", "FINISHED"]
     strip = lambda r: {k: v for k, v in r.data.metrics.items() if not k.endswith("/seconds")}  # noqa: E731
     assert strip(runs[1]) == strip(runs[2])  # the resumed audit matches an uninterrupted one
+
+
+def test_example_model_passes_the_shipped_ci_gate(tracking_store, tmp_path, capsys):
+    """The demo's CNN, trained as `make demo` trains it, passes configs/ci-gate.yaml as shipped."""
+    from pathlib import Path
+
+    from mlflow_xai.demo import shapes_split, train_and_log
+
+    torch.set_num_threads(2)
+    _, model_uri, held_out = train_and_log()
+    assert held_out >= 0.9
+    _, probe = shapes_split()
+    np.savez(
+        tmp_path / "probe.npz", inputs=probe.images, labels=probe.labels, masks=probe.masks, ids=probe.ids
+    )
+    config = Path(__file__).parents[1] / "configs" / "ci-gate.yaml"
+    capsys.readouterr()
+    code = main(
+        [
+            "audit",
+            "--model-uri",
+            model_uri,
+            "--probe",
+            str(tmp_path / "probe.npz"),
+            "--config",
+            str(config),
+            "--experiment",
+            "shipped",
+            "--junit",
+            str(tmp_path / "j.xml"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "0" and int(suite.get("tests")) == 3
+    (run,) = mlflow.search_runs(experiment_names=["shipped"], output_format="list")
+    assert run.data.tags["xai.gate"] in {"pass", "warn"}
+    assert run.data.metrics["xai/integrated_gradients/converged_fraction"] == 1.0
