@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mlflow-xai-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,6 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check mlflow_xai tests examples $(wildcard benchmarks)
 	$(PY) -m pytest
-
-bench: $(STAMP)
-	$(PY) benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns .pytest_cache
