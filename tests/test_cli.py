@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from helpers import log_pytorch_model
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
 
 from mlflow_xai.cli import main
 
@@ -22,20 +22,6 @@ def _cli(*args, cwd, env=None):
     return subprocess.run(
         [sys.executable, "-m", "mlflow_xai.cli", *args], capture_output=True, text=True, cwd=cwd, env=env
     )
-
-
-def _log(model, example):
-    with torch.no_grad():
-        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-    with mlflow.start_run():
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            serialization_format="pickle",
-        )
-    return info.model_uri
 
 
 class ConstantModel(nn.Module):
@@ -109,7 +95,7 @@ def test_good_model_passes_and_outputs_agree(
 ):
     """Run as a CI job runs it: a subprocess, on GitHub Actions, with JUnit and a summary."""
     _, probe = shapes16
-    uri = _log(small_cnn, probe.images[:2])
+    uri = log_pytorch_model(small_cnn, probe.images[:2])
     config = _write(tmp_path, "gate.yaml", OBJECT)
     env = {
         **__import__("os").environ,
@@ -166,7 +152,7 @@ def test_model_that_ignores_the_object_fails(
     tracking_store, small_cnn, probe_file, shapes16, tmp_path, capsys
 ):
     _, probe = shapes16
-    uri = _log(BorderModel(small_cnn), probe.images[:2])
+    uri = log_pytorch_model(BorderModel(small_cnn), probe.images[:2])
     config = _write(tmp_path, "gate.yaml", OBJECT)
     code = main(["audit", "--model-uri", uri, "--probe", probe_file, "--config", config, "--junit", "j.xml"])
     out = capsys.readouterr().out
@@ -180,7 +166,7 @@ def test_model_that_ignores_the_object_fails(
 
 def test_model_with_only_degenerate_baselines_fails(tracking_store, probe_file, shapes16, tmp_path, capsys):
     _, probe = shapes16
-    uri = _log(ConstantModel(), probe.images[:2])
+    uri = log_pytorch_model(ConstantModel(), probe.images[:2])
     config = _write(tmp_path, "gate.yaml", "methods:\n  integrated_gradients:\n    n_steps: 8\n")
     code = main(["audit", "--model-uri", uri, "--probe", probe_file, "--config", config, "--experiment", "x"])
     out = capsys.readouterr().out
@@ -194,7 +180,7 @@ def test_gate_rejudges_a_run_without_recomputing(
     tracking_store, small_cnn, probe_file, shapes16, tmp_path, capsys
 ):
     _, probe = shapes16
-    uri = _log(small_cnn, probe.images[:2])
+    uri = log_pytorch_model(small_cnn, probe.images[:2])
     loose = _write(tmp_path, "loose.yaml", GATE)
     assert (
         main(["audit", "--model-uri", uri, "--probe", probe_file, "--config", loose, "--experiment", "g"])
@@ -221,7 +207,7 @@ def test_baseline_model_drift_and_relative_thresholds(
     tracking_store, small_cnn, probe_file, shapes16, tmp_path
 ):
     _, probe = shapes16
-    uri = _log(small_cnn, probe.images[:2])
+    uri = log_pytorch_model(small_cnn, probe.images[:2])
     config = _write(
         tmp_path,
         "drift.yaml",
@@ -273,7 +259,7 @@ def test_bad_input_exits_2_with_one_line(
     tracking_store, small_cnn, shapes16, probe_file, tmp_path, capsys, config_text, probe_name, message
 ):
     _, probe = shapes16
-    uri = _log(small_cnn, probe.images[:2])
+    uri = log_pytorch_model(small_cnn, probe.images[:2])
     config = _write(
         tmp_path,
         "c.yaml",
@@ -331,7 +317,7 @@ def test_sigterm_marks_the_run_failed_and_resume_finishes_it(tracking_store, sma
     import time
 
     _, probe = shapes16
-    uri = _log(small_cnn, probe.images[:2])
+    uri = log_pytorch_model(small_cnn, probe.images[:2])
     np.savez(tmp_path / "probe.npz", inputs=probe.images[:24], labels=probe.labels[:24], ids=probe.ids[:24])
     config = _write(
         tmp_path,

@@ -11,8 +11,9 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from helpers import log_pytorch_model
 from mlflow import MlflowClient
-from mlflow.models import MetricThreshold, infer_signature
+from mlflow.models import MetricThreshold
 
 AUDIT = {
     "batch_size": 16,
@@ -22,20 +23,6 @@ AUDIT = {
     },
     "artifacts": {"sheet_samples": 3},
 }
-
-
-def _log(model, example, serialization_format):
-    with torch.no_grad():
-        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-    with mlflow.start_run():
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            serialization_format=serialization_format,
-        )
-    return info.model_uri
 
 
 def _evaluate(model_uri, probe, config=AUDIT):
@@ -57,7 +44,7 @@ def test_evaluate_logs_metrics_once_and_artifacts(
 ):
     _, probe = shapes16
     probe = probe.subset(slice(0, 10))
-    model_uri = _log(small_cnn, probe.images[:2], serialization_format)
+    model_uri = log_pytorch_model(small_cnn, probe.images[:2], serialization_format)
     run_id, result = _evaluate(model_uri, probe)
 
     client = MlflowClient()
@@ -101,7 +88,7 @@ def test_completeness_reported_is_the_true_error(tracking_store, small_cnn, shap
     """The logged completeness errors agree with sum(masks) and F(x) - F(0) computed here."""
     _, probe = shapes16
     probe = probe.subset(slice(0, 6))
-    model_uri = _log(small_cnn, probe.images[:2], "pickle")
+    model_uri = log_pytorch_model(small_cnn, probe.images[:2], "pickle")
     config = {**AUDIT, "artifacts": {"sheet_samples": 0, "mask_dtype": "float32"}}
     run_id, result = _evaluate(model_uri, probe, config)
     local = MlflowClient().download_artifacts(run_id, "xai", str(tmp_path))
@@ -123,7 +110,7 @@ def test_completeness_reported_is_the_true_error(tracking_store, small_cnn, shap
 def test_mlflow_gate_accepts_the_metrics(tracking_store, small_cnn, shapes16):
     _, probe = shapes16
     probe = probe.subset(slice(0, 4))
-    model_uri = _log(small_cnn, probe.images[:2], "pt2")
+    model_uri = log_pytorch_model(small_cnn, probe.images[:2], "pt2")
     _, result = _evaluate(model_uri, probe)
     passing = {"xai/probe/samples": MetricThreshold(threshold=4.0, greater_is_better=True)}
     mlflow.validate_evaluation_results(passing, result)
@@ -139,7 +126,7 @@ def test_mlflow_gate_accepts_the_metrics(tracking_store, small_cnn, shapes16):
 def test_configured_input_shape_overrides_the_signature(tracking_store, small_cnn, shapes16):
     _, probe = shapes16
     probe = probe.subset(slice(0, 3))
-    model_uri = _log(small_cnn, probe.images[:2], "pickle")
+    model_uri = log_pytorch_model(small_cnn, probe.images[:2], "pickle")
     with pytest.raises(Exception, match=r"input shape \[3, 8, 8\] needs 192"):
         _evaluate(model_uri, probe, {**AUDIT, "input_shape": [3, 8, 8]})
     _, result = _evaluate(model_uri, probe, {**AUDIT, "input_shape": [3, 16, 16]})

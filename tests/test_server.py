@@ -13,9 +13,8 @@ import urllib.request
 import mlflow
 import numpy as np
 import pytest
-import torch
+from helpers import log_pytorch_model
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
 
 AUDIT = {
     "methods": {"integrated_gradients": {"n_steps": 16}, "saliency": {}},
@@ -87,19 +86,9 @@ def remote(server, monkeypatch, tmp_path):
     mlflow.set_tracking_uri(None)
 
 
-def _log(model, example):
-    with torch.no_grad():
-        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
-    with mlflow.start_run():
-        info = mlflow.pytorch.log_model(
-            model, name="model", signature=signature, input_example=example, serialization_format="pickle"
-        )
-    return info.model_uri
-
-
 def test_evaluator_over_http(remote, small_cnn, shapes16, tmp_path):
     _, probe = shapes16
-    uri = _log(small_cnn, probe.images[:2])
+    uri = log_pytorch_model(small_cnn, probe.images[:2])
     with mlflow.start_run() as run:
         result = mlflow.models.evaluate(
             uri,
@@ -122,7 +111,7 @@ def test_evaluator_over_http(remote, small_cnn, shapes16, tmp_path):
 
 def test_two_cli_audits_at_once_do_not_clash(remote, small_cnn, shapes16, tmp_path):
     _, probe = shapes16
-    uri = _log(small_cnn, probe.images[:2])
+    uri = log_pytorch_model(small_cnn, probe.images[:2])
     np.savez(tmp_path / "probe.npz", inputs=probe.images[:6], labels=probe.labels[:6], ids=probe.ids[:6])
     config = tmp_path / "c.yaml"
     config.write_text(
