@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mlflow
 import pytest
 import torch
@@ -22,6 +24,7 @@ def tracking_store(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(None)
     # mlflow.set_experiment (the demo uses it) is process-wide; the next store has no such id.
     mlflow.tracking.fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set_experiment also exports it
 
 
 @pytest.fixture(scope="session")

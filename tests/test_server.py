@@ -80,6 +80,7 @@ def server(tmp_path_factory):
 @pytest.fixture
 def remote(server, monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(server)
     yield server
