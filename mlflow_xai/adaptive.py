@@ -1,16 +1,19 @@
 """Path integrals for Integrated Gradients, and the adaptive rule that proves its own accuracy.
 
-The adaptive rule integrates on nested trapezoid grids: 2^k intervals, so doubling the intervals
-keeps every old node and adds only the new midpoints. Each sample is refined until two checks hold
-at once:
+The adaptive rule integrates each sample's path by the composite trapezoid rule on a partition it
+refines where the integrand changes. Every interval has its ends and its midpoint evaluated, so it
+carries two estimates (trapezoid on the interval, and on its two halves); their difference over
+the whole path is the step change. Each sample is refined until two checks hold at once:
 
 * completeness: ``|sum(a) - (F(x) - F(x'))| / |F(x) - F(x')|`` within ``completeness_tolerance``;
-* step change: ``||a_2n - a_n|| / ||a_2n||`` within ``step_change_tolerance``, which compares the
-  attributions themselves (a small completeness error alone can hide errors that cancel in the sum).
+* step change: ``||a_fine - a_coarse|| / ||a_fine||`` within ``step_change_tolerance``, which
+  compares the attributions themselves (a small completeness error alone can hide errors that
+  cancel in the sum). On equal intervals this is exactly the n vs 2n comparison.
 
-Only the samples that have not yet met both are refined, and every gradient evaluated is reused.
-On ReLU networks the integrand is piecewise constant along the path, so no rule beats O(1/n) there;
-what pays is spending the steps only on the samples whose paths need them.
+Only the samples that have not yet met both are refined, only in the intervals that carry most of
+their step change, and every gradient evaluated is reused. On ReLU networks the integrand is
+piecewise constant along the path, so no rule beats O(1/n) there; what pays is spending the
+evaluations on the samples, and the stretches of their paths, that need them.
 """
 
 from __future__ import annotations
@@ -110,18 +113,107 @@ def completeness_rel_error(
 # --------------------------------------------------------------------------------------------------
 # Adaptive Integrated Gradients
 
+#: Share of a sample's squared local error indicators that one round of refinement must cover
+#: (Dörfler marking). Measured on the demo CNN: 0.5 reaches the tolerances in ~5 rounds with 0.74x
+#: the evaluations of uniform doubling; 0.2 saves another 6% of evaluations at twice the rounds.
+MARKING_FRACTION = 0.5
+
 
 @dataclass
 class AdaptiveIGResult:
     """Attributions with the evidence of their accuracy, one entry per sample."""
 
-    attributions: torch.Tensor  # shape of x: the estimate on the finest grid each sample reached
-    steps: torch.Tensor  # (B,) int64: gradient evaluations spent on the sample (2^k + 1)
-    step_change_rel_l2: torch.Tensor  # (B,) float64: ||a_2n - a_n|| / ||a_2n|| at the last check
-    step_change_spearman: torch.Tensor  # (B,) float64: rank correlation of a_n and a_2n
+    attributions: torch.Tensor  # shape of x: the estimate on the finest partition each sample reached
+    steps: torch.Tensor  # (B,) int64: gradient evaluations spent on the sample (always odd)
+    step_change_rel_l2: torch.Tensor  # (B,) float64: ||a_fine - a_coarse|| / ||a_fine|| at the last check
+    step_change_spearman: torch.Tensor  # (B,) float64: rank correlation of a_coarse and a_fine
     completeness_rel_error: torch.Tensor  # (B,) float64, of the returned attributions
-    converged: torch.Tensor  # (B,) bool: both tolerances met before max_steps
+    converged: torch.Tensor  # (B,) bool: both tolerances met within max_steps
     output_gap: torch.Tensor  # (B,) F(x) - F(x')
+
+
+class _Partition:
+    """Every sample's path cut into intervals ("leaves") on a dyadic grid of ``finest`` units.
+
+    Each leaf [lo, hi] has its two ends and its midpoint evaluated, which gives two trapezoid
+    estimates of its share of the integral: ``coarse`` on the whole leaf and ``fine`` on its two
+    halves. Their difference is the leaf's error indicator. Node values are stored as attribution
+    densities ``(x - x') * dF/dx`` in float64 running sums per sample, so splitting a leaf only
+    evaluates its two new quarter points.
+    """
+
+    def __init__(self, x: torch.Tensor, finest: int) -> None:
+        self.finest = finest
+        self.width = x[0].numel()
+        self.values = torch.empty(0, self.width, dtype=x.dtype, device=x.device)  # one row per node
+        self.node_count = torch.zeros(x.shape[0], dtype=torch.int64)
+        # Leaves: sample, lo, hi (grid units) and the node rows of lo, mid, hi; and the squared
+        # norm of each leaf's fine - coarse (its error indicator), kept on the CPU.
+        self.leaves = torch.empty(0, 6, dtype=torch.int64)
+        self.indicator = torch.empty(0, dtype=torch.float64)
+        self.fine = torch.zeros(x.shape[0], self.width, dtype=torch.float64, device=x.device)
+        self.coarse = torch.zeros_like(self.fine)
+
+    def add_nodes(self, samples: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(len(self.values), len(self.values) + len(values))
+        self.values = torch.cat([self.values, values.flatten(1)])
+        self.node_count += torch.bincount(samples, minlength=len(self.node_count))
+        return rows
+
+    def _update(self, leaves: torch.Tensor, sign: float) -> torch.Tensor:
+        """Add (sign 1) or take away (-1) the leaves' estimates; return their indicators."""
+        values = self.values
+        h = ((leaves[:, 2] - leaves[:, 1]).to(values.dtype) / self.finest).to(values.device)
+        ends = values[leaves[:, 3]] + values[leaves[:, 5]]
+        coarse = ends * (h / 2).view(-1, 1)
+        difference = (2 * values[leaves[:, 4]] - ends) * (h / 4).view(-1, 1)
+        samples = leaves[:, 0].to(values.device)
+        self.coarse.index_add_(0, samples, coarse.double(), alpha=sign)
+        self.fine.index_add_(0, samples, (coarse + difference).double(), alpha=sign)
+        return difference.double().square().sum(dim=1).cpu()
+
+    def add_leaves(self, leaves: torch.Tensor) -> None:
+        self.indicator = torch.cat([self.indicator, self._update(leaves, 1.0)])
+        self.leaves = torch.cat([self.leaves, leaves])
+
+    def remove_leaves(self, keep: torch.Tensor) -> torch.Tensor:
+        gone = self.leaves[~keep]
+        self._update(gone, -1.0)
+        self.leaves, self.indicator = self.leaves[keep], self.indicator[keep]
+        return gone
+
+
+def _mark(partition: _Partition, active: torch.Tensor, max_steps: int) -> torch.Tensor:
+    """Leaves to split: per active sample, the fewest with the largest indicators whose squares sum
+    to MARKING_FRACTION of the total over its splittable ones, within the sample's remaining budget
+    of max_steps evaluations (two per split). If no interval of the sample shows any difference
+    yet a tolerance fails, every splittable interval is halved; if the difference sits only in
+    intervals already at the finest grid, the sample is done."""
+    leaves, indicator = partition.leaves, partition.indicator
+    batch = len(partition.node_count)
+    sample = leaves[:, 0]
+    is_active = torch.zeros(batch, dtype=torch.bool)
+    is_active[active] = True
+    marked = torch.zeros(len(leaves), dtype=torch.bool)
+    candidates = torch.nonzero(is_active[sample] & (leaves[:, 2] - leaves[:, 1] >= 4)).squeeze(1)
+    if len(candidates) == 0:
+        return marked
+    # Candidates grouped by sample, largest indicator first within a group.
+    order = indicator[candidates].argsort(descending=True, stable=True)
+    order = order[sample[candidates][order].argsort(stable=True)]
+    candidates = candidates[order]
+    values, owner = indicator[candidates], sample[candidates]
+    counts = torch.bincount(owner, minlength=batch)
+    group_start = (counts.cumsum(0) - counts)[owner]
+    rank = torch.arange(len(candidates)) - group_start
+    exclusive = values.cumsum(0) - values
+    before = exclusive - exclusive[group_start]  # sum of the larger indicators in the same group
+    total = torch.zeros(batch, dtype=torch.float64).index_add_(0, owner, values)[owner]
+    all_total = torch.zeros(batch, dtype=torch.float64).index_add_(0, sample, indicator)[owner]
+    budget = ((max_steps - partition.node_count) // 2)[owner]
+    chosen = torch.where(total > 0, before < MARKING_FRACTION * total, all_total == 0)
+    marked[candidates[chosen & (rank < budget)]] = True
+    return marked
 
 
 def adaptive_integrated_gradients(
@@ -137,68 +229,91 @@ def adaptive_integrated_gradients(
     internal_batch_size: int = 512,
     gap_floor: float = 1e-6,
 ) -> AdaptiveIGResult:
-    """IG by trapezoid on 2^k intervals, refined per sample until both tolerances hold.
+    """IG by composite trapezoid on a partition of the path refined per sample, where it is needed.
 
-    The first check compares the grids of m and 2m intervals, with m the smallest power of two such
-    that 2m + 1 >= ``min_steps``; refinement stops at the finest grid whose node count does not
-    exceed ``max_steps``. A sample that meets both tolerances keeps the finer of its last two
-    estimates; one that reaches ``max_steps`` first is returned as it is, marked not converged.
+    Every sample starts with m equal intervals and their midpoints (2m + 1 evaluations), with m the
+    smallest power of two such that 2m + 1 >= ``min_steps``. ``coarse`` integrates on the intervals,
+    ``fine`` on their halves; the step change is ``||fine - coarse|| / ||fine||``. Until both
+    tolerances hold, the intervals that carry most of the difference are halved (each split costs
+    two evaluations at its quarter points), never below ``1/finest`` of the path, with ``finest``
+    the largest power of two such that finest + 1 <= ``max_steps``, and never past ``max_steps``
+    evaluations. A sample that meets both tolerances returns ``fine``; one that runs out of budget
+    returns its ``fine`` marked not converged.
     """
-    intervals, max_intervals = nested_trapezoid_intervals(min_steps, max_steps)
+    first, finest = nested_trapezoid_intervals(min_steps, max_steps)
     batch = x.shape[0]
     baseline = baseline.expand_as(x)
     delta = x - baseline
     with torch.no_grad():
         output_gap = f(x, target).double() - f(baseline, target).double()
 
-    def gradient_sum(rows: torch.Tensor, alphas: torch.Tensor, weight: float) -> torch.Tensor:
-        nodes = alphas.to(dtype=x.dtype, device=x.device)
-        weights = torch.full_like(nodes, weight)
-        return path_gradient_sum(
-            f, x[rows], baseline[rows], target[rows], nodes, weights, internal_batch_size
+    def densities(samples: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(x - x') * dF/dx at the given (sample, grid position) pairs, one row each."""
+        rows = []
+        samples_dev = samples.to(x.device)
+        alphas = (positions.double() / finest).to(dtype=x.dtype, device=x.device)
+        for start in range(0, len(samples), internal_batch_size):
+            b = samples_dev[start : start + internal_batch_size]
+            alpha = alphas[start : start + internal_batch_size].view(-1, *([1] * (x.ndim - 1)))
+            points = (baseline[b] + alpha * delta[b]).requires_grad_(True)
+            (grads,) = torch.autograd.grad(f(points, target[b]).sum(), points)
+            rows.append((delta[b] * grads).detach())
+        return torch.cat(rows)
+
+    partition = _Partition(x, finest)
+    # The first partition: m intervals of `unit` grid units, each with its midpoint.
+    unit = finest // first
+    positions = torch.arange(0, finest + 1, unit // 2)
+    samples = torch.arange(batch).repeat_interleave(len(positions))
+    rows = partition.add_nodes(samples, densities(samples, positions.repeat(batch))).view(batch, -1)
+    starts = torch.arange(first)
+    lo_rows, mid_rows, hi_rows = rows[:, 2 * starts], rows[:, 2 * starts + 1], rows[:, 2 * starts + 2]
+    partition.add_leaves(
+        torch.stack(
+            [
+                torch.arange(batch).repeat_interleave(first),
+                (starts * unit).repeat(batch),
+                ((starts + 1) * unit).repeat(batch),
+                lo_rows.flatten(),
+                mid_rows.flatten(),
+                hi_rows.flatten(),
+            ],
+            dim=1,
         )
+    )
 
-    everyone = torch.arange(batch, device=x.device)
-    # Trapezoid on m intervals: (ends / 2 + interior) / m, with `ends` already halved.
-    ends = gradient_sum(everyone, torch.tensor([0.0, 1.0], dtype=torch.float64), 0.5)
-    interior = torch.zeros_like(x)
-    if intervals > 1:
-        inner_nodes = torch.arange(1, intervals, dtype=torch.float64) / intervals
-        interior = gradient_sum(everyone, inner_nodes, 1.0)
-
-    attributions = torch.zeros_like(x)
-    previous = torch.zeros_like(x)
-    steps = torch.zeros(batch, dtype=torch.int64, device=x.device)
     change = torch.full((batch,), float("nan"), dtype=torch.float64, device=x.device)
     completeness = torch.full_like(change, float("nan"))
     converged = torch.zeros(batch, dtype=torch.bool, device=x.device)
-
-    active = everyone
-    coarse = delta * (ends + interior) / intervals
+    active = torch.arange(batch)
     while len(active):
-        midpoints = (2 * torch.arange(intervals, dtype=torch.float64) + 1) / (2 * intervals)
-        interior[active] += gradient_sum(active, midpoints, 1.0)
-        intervals *= 2
-        fine = delta[active] * (ends[active] + interior[active]) / intervals
-
-        change_now = step_change_rel_l2(coarse, fine)
-        completeness_now = completeness_rel_error(fine, output_gap[active], gap_floor)
-        met = (change_now <= step_change_tolerance) & (completeness_now <= completeness_tolerance)
-        attributions[active] = fine
-        previous[active] = coarse
-        steps[active] = intervals + 1
-        change[active] = change_now
-        completeness[active] = completeness_now
+        fine, coarse = partition.fine[active], partition.coarse[active]
+        change[active] = step_change_rel_l2(coarse, fine)
+        completeness[active] = completeness_rel_error(fine, output_gap[active], gap_floor)
+        met = (change[active] <= step_change_tolerance) & (completeness[active] <= completeness_tolerance)
         converged[active] = met
+        active = active[~met.cpu()]
+        marked = _mark(partition, active, max_steps)
+        if not marked.any():
+            break
+        split = partition.remove_leaves(~marked)
+        active = torch.unique(split[:, 0])
+        # Each split leaf [lo, hi] with midpoint m becomes [lo, m] and [m, hi], with new midpoints.
+        lo, hi = split[:, 1], split[:, 2]
+        mid = (lo + hi) // 2
+        quarters = torch.stack([(lo + mid) // 2, (mid + hi) // 2], dim=1).flatten()
+        samples = split[:, 0].repeat_interleave(2)
+        new_rows = partition.add_nodes(samples, densities(samples, quarters)).view(-1, 2)
+        left = torch.stack([split[:, 0], lo, mid, split[:, 3], new_rows[:, 0], split[:, 4]], dim=1)
+        right = torch.stack([split[:, 0], mid, hi, split[:, 4], new_rows[:, 1], split[:, 5]], dim=1)
+        partition.add_leaves(torch.cat([left, right]))
 
-        keep = ~met if 2 * intervals <= max_intervals else torch.zeros_like(met)
-        active, coarse = active[keep], fine[keep]
-
+    attributions = partition.fine.to(x.dtype).view_as(x)
     return AdaptiveIGResult(
         attributions=attributions,
-        steps=steps,
+        steps=partition.node_count.to(x.device),
         step_change_rel_l2=change,
-        step_change_spearman=spearman_rank_correlation(previous, attributions),
+        step_change_spearman=spearman_rank_correlation(partition.coarse, partition.fine),
         completeness_rel_error=completeness,
         converged=converged,
         output_gap=output_gap,

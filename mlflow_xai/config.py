@@ -94,9 +94,10 @@ _BASELINE_KEYS: dict[str, set[str]] = {
 
 
 class IntegratedGradientsConfig(_Strict):
-    """``n_steps: auto`` refines each sample on nested trapezoid grids (2^k + 1 nodes) until its
-    completeness error and its step change (n vs 2n) are both within tolerance; the tolerances and
-    step bounds below apply only then. A fixed ``n_steps`` uses ``rule``."""
+    """``n_steps: auto`` refines each sample's trapezoid partition of the path, where it is needed,
+    until its completeness error and its step change (each interval against its halves) are both
+    within tolerance; the tolerances and step bounds below apply only then. A fixed ``n_steps``
+    uses ``rule``."""
 
     n_steps: PositiveInt | Literal["auto"] = Field(
         default=32, description="gradient evaluations along the path, or 'auto' (per sample)"
@@ -110,13 +111,13 @@ class IntegratedGradientsConfig(_Strict):
         default=0.01, description="auto: max |sum(attr) - (F(x) - F(x'))| / |F(x) - F(x')|"
     )
     step_change_tolerance: NonNegativeFloat = Field(
-        default=0.02, description="auto: max ||a_2n - a_n|| / ||a_2n||"
+        default=0.02, description="auto: max ||a_fine - a_coarse|| / ||a_fine|| (intervals vs their halves)"
     )
     min_steps: PositiveInt = Field(
         default=8, description="auto: the first check uses at least this many evaluations"
     )
     max_steps: PositiveInt = Field(
-        default=513, description="auto: at most this many evaluations per sample (grids of 2^k + 1)"
+        default=513, description="auto: at most this many evaluations per sample"
     )
     check_step_change: bool = Field(
         default=False,
@@ -126,7 +127,7 @@ class IntegratedGradientsConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _auto_means_trapezoid(cls, data: Any) -> Any:
-        # The adaptive grids are trapezoid ones: say so in the validated (and logged) config.
+        # The adaptive partitions are integrated by trapezoid: say so in the validated config.
         if isinstance(data, Mapping) and data.get("n_steps") == "auto" and "rule" not in data:
             return {**data, "rule": "trapezoid"}
         return data
@@ -137,7 +138,7 @@ class IntegratedGradientsConfig(_Strict):
             if self.rule != "trapezoid":
                 raise ValueError(
                     f"rule {self.rule!r} does not apply with n_steps 'auto', which always uses "
-                    "nested trapezoid grids; drop rule or set a fixed n_steps"
+                    "trapezoid partitions; drop rule or set a fixed n_steps"
                 )
             from mlflow_xai.quadrature import nested_trapezoid_intervals
 

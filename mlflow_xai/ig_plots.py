@@ -126,7 +126,7 @@ def ig_convergence_figures(
     ax.set(
         xscale="log" if drawable else "linear",
         yscale="log" if drawable else "linear",
-        xlabel="gradient evaluations (nested trapezoid)",
+        xlabel="gradient evaluations (uniform trapezoid)",
         ylabel="relative completeness error",
         title="Completeness error against steps",
     )

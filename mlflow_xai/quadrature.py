@@ -52,11 +52,11 @@ def _cached(rule: str, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def nested_trapezoid_intervals(min_steps: int, max_steps: int) -> tuple[int, int]:
-    """The interval counts of the first and the finest grid of the adaptive (nested) trapezoid.
+    """The interval counts of the first partition and of the finest grid of adaptive IG.
 
-    Grids have 2^k intervals, hence 2^k + 1 nodes (gradient evaluations). The first accuracy check
-    compares m and 2m intervals, with m the smallest power of two such that 2m + 1 >= ``min_steps``;
-    the finest grid is the largest 2^k with 2^k + 1 <= ``max_steps``.
+    The first partition has m equal intervals, each with its midpoint evaluated (2m + 1 gradient
+    evaluations), with m the smallest power of two such that 2m + 1 >= ``min_steps``. Every node
+    lies on the finest grid: 2^k intervals, the largest with 2^k + 1 <= ``max_steps``.
     """
     for name, value in (("min_steps", min_steps), ("max_steps", max_steps)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -70,6 +70,6 @@ def nested_trapezoid_intervals(min_steps: int, max_steps: int) -> tuple[int, int
     if finest < 2 * first:
         raise ValueError(
             f"max_steps must be >= {2 * first + 1}, the gradient evaluations of the first check with "
-            f"min_steps {min_steps} (nested trapezoid grids have 2^k + 1 nodes), got {max_steps}"
+            f"min_steps {min_steps} (m intervals and their midpoints, m a power of two), got {max_steps}"
         )
     return first, finest

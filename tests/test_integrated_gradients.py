@@ -183,15 +183,19 @@ def test_step_change_rel_l2() -> None:
 
 
 class _CountingOutput:
-    """An explained output that counts the path points it differentiates, per call."""
+    """An explained output that counts (and keeps) the path points it differentiates."""
 
     def __init__(self, f) -> None:
         self.f = f
-        self.path_points = 0
+        self.points: list[torch.Tensor] = []
+
+    @property
+    def path_points(self) -> int:
+        return sum(len(p) for p in self.points)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if x.requires_grad:
-            self.path_points += x.shape[0]
+            self.points.append(x.detach().clone())
         return self.f(x, target)
 
 
@@ -209,13 +213,29 @@ def test_adaptive_refines_only_unconverged_samples_and_reuses_every_gradient() -
     assert steps[0] == steps[2] == 9
     assert steps[1] > 9 and steps[3] > 9
     assert result.converged.all()
-    # Nested grids: every evaluated point counts once, and a sample's count is its final grid.
+    # Every evaluated point counts once: 9 to start, then two per split interval.
     assert f.path_points == sum(steps)
-    assert all(s - 1 & (s - 2) == 0 for s in steps)  # 2^k + 1 nodes
+    assert all(s % 2 == 1 for s in steps)
     exact = torch.tensor([[0.0, 1.0], [4.0, 1.0], [0.0, -2.0], [12.0, 0.5]], dtype=DTYPE)
     error = step_change_rel_l2(result.attributions, exact)
     assert (error <= 0.02).all()
     assert torch.allclose(result.attributions[[0, 2]], exact[[0, 2]], atol=1e-12)
+
+
+def test_adaptive_refines_only_the_intervals_around_the_kink() -> None:
+    # Along the path of x = (3, 1) the gradient jumps once, at alpha = 1/3, inside the first
+    # partition's interval [1/4, 1/2]: every linear interval is exact, so none of them is split.
+    x = torch.tensor([[3.0, 1.0]], dtype=DTYPE)
+    f = _CountingOutput(_kinked)
+    result = adaptive_integrated_gradients(f, x, torch.zeros_like(x), torch.zeros(1, dtype=torch.long))
+    alphas = torch.cat(f.points)[:, 0] / 3.0
+    first, refined = alphas[:9], alphas[9:]
+    assert torch.allclose(first, torch.arange(9, dtype=DTYPE) / 8)
+    assert len(refined) > 0 and ((refined > 0.25) & (refined < 0.5)).all()
+    # Halving only the interval holding the kink: 2 new points a round, the error halving each time.
+    assert result.converged.all() and int(result.steps[0]) <= 9 + 2 * 6
+    exact = torch.tensor([[4.0, 1.0]], dtype=DTYPE)
+    assert float(step_change_rel_l2(result.attributions, exact)[0]) <= 0.02
 
 
 def test_adaptive_marks_samples_that_reach_max_steps_as_not_converged() -> None:
@@ -230,7 +250,10 @@ def test_adaptive_marks_samples_that_reach_max_steps_as_not_converged() -> None:
         max_steps=40,
     )
     assert result.converged.tolist() == [True, False]
-    assert result.steps.tolist() == [9, 33]
+    # The finest grid that fits 40 evaluations has 32 intervals, so an interval of 1/16 (its
+    # midpoint on that grid) is not split again: sample 1 halves the one around its kink from 1/4
+    # to 1/16, two evaluations a halving, and stops there.
+    assert result.steps.tolist() == [9, 9 + 2 * 2]
     assert result.step_change_rel_l2[1] > 1e-9
 
 

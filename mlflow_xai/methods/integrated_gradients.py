@@ -1,7 +1,7 @@
 """Integrated Gradients with our own quadrature (exact on linear models for every rule).
 
-A fixed ``n_steps`` integrates with the configured rule; ``n_steps: auto`` refines each sample on
-nested trapezoid grids until its accuracy is shown (see ``mlflow_xai.adaptive``).
+A fixed ``n_steps`` integrates with the configured rule; ``n_steps: auto`` refines each sample's
+trapezoid partition of the path until its accuracy is shown (see ``mlflow_xai.adaptive``).
 """
 
 from __future__ import annotations
