@@ -28,34 +28,6 @@ from mlflow_xai.quadrature import nested_trapezoid_intervals
 ExplainedOutput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def path_gradient_sum(
-    f: ExplainedOutput,
-    x: torch.Tensor,
-    baseline: torch.Tensor,
-    target: torch.Tensor,
-    nodes: torch.Tensor,
-    weights: torch.Tensor,
-    internal_batch_size: int,
-) -> torch.Tensor:
-    """sum_k w_k * dF/dx at x' + a_k (x - x'), per sample: shape of ``x``.
-
-    The (node, sample) pairs are flattened and evaluated ``internal_batch_size`` at a time, so one
-    forward/backward pass is as full as the budget allows whatever the batch and step counts.
-    """
-    batch = x.shape[0]
-    delta = x - baseline
-    grad_sum = torch.zeros_like(x)
-    total = nodes.numel() * batch
-    for start in range(0, total, internal_batch_size):
-        pair = torch.arange(start, min(start + internal_batch_size, total), device=x.device)
-        k, b = pair // batch, pair % batch
-        alpha = nodes[k].view(-1, *([1] * (x.ndim - 1)))
-        points = (baseline[b] + alpha * delta[b]).requires_grad_(True)
-        (grads,) = torch.autograd.grad(f(points, target[b]).sum(), points)
-        grad_sum.index_add_(0, b, grads * weights[k].view_as(alpha))
-    return grad_sum
-
-
 # --------------------------------------------------------------------------------------------------
 # Convergence measures: pure functions on per-sample tensors
 

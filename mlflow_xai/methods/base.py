@@ -78,6 +78,37 @@ class AttributionMethod:
         raise NotImplementedError
 
 
+class BaselineDistributionMethod(AttributionMethod):
+    """A gradient method that draws one baseline set for the whole batch (GradientShap,
+    DeepLiftShap). F(x') is the mean output over that set, and completeness is claimed only with
+    ``multiply_by_inputs``."""
+
+    needs_gradients = True
+    baseline_distribution = True
+    probe_mean: torch.Tensor | None = None  # set by the engine for `baseline: probe_mean`
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.has_completeness = config.multiply_by_inputs
+
+    def baselines(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        return make_baseline_distribution(cfg.baseline, x, cfg.n_baselines, probe_mean=self.probe_mean)
+
+    @staticmethod
+    def with_outputs(
+        handle: ModelHandle,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        values: torch.Tensor,
+        baselines: torch.Tensor,
+    ) -> Attribution:
+        with torch.no_grad():
+            at_input = handle.explained(x, target)
+            at_baseline = handle.scores(baselines)[:, target].mean(dim=0)
+        return Attribution(values.detach(), at_input, at_baseline)
+
+
 _REGISTRY: dict[str, type[AttributionMethod]] = {}
 
 

@@ -8,9 +8,9 @@ import torch
 from captum.attr import DeepLift as CaptumDeepLift
 from captum.attr import DeepLiftShap as CaptumDeepLiftShap
 
-from mlflow_xai.baselines import make_baseline, make_baseline_distribution
+from mlflow_xai.baselines import make_baseline
 from mlflow_xai.methods._captum import CaptumGradientMethod, ScoresModule, quiet_captum
-from mlflow_xai.methods.base import Attribution, AttributionMethod, register
+from mlflow_xai.methods.base import Attribution, BaselineDistributionMethod, register
 from mlflow_xai.model import ModelHandle
 
 
@@ -48,27 +48,18 @@ class DeepLift(CaptumGradientMethod):
 
 
 @register("deeplift_shap")
-class DeepLiftShap(AttributionMethod):
+class DeepLiftShap(BaselineDistributionMethod):
     """DeepLift averaged over a baseline distribution; F(x') is the mean output over the baselines."""
 
-    needs_gradients = True
-    baseline_distribution = True
     needs_hooks = True
-    probe_mean: torch.Tensor | None = None  # set by the engine for `baseline: probe_mean`
-
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self.has_completeness = config.multiply_by_inputs
 
     def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
-        cfg = self.config
-        baselines = make_baseline_distribution(cfg.baseline, x, cfg.n_baselines, probe_mean=self.probe_mean)
+        baselines = self.baselines(x)
         if baselines.shape[0] == 1:  # Captum wants a distribution of at least two baselines
             baselines = baselines.expand(2, *baselines.shape[1:])
-        explainer = CaptumDeepLiftShap(ScoresModule(handle), multiply_by_inputs=cfg.multiply_by_inputs)
+        explainer = CaptumDeepLiftShap(
+            ScoresModule(handle), multiply_by_inputs=self.config.multiply_by_inputs
+        )
         with quiet_captum():
             values = explainer.attribute(x, baselines=baselines, target=target)
-        with torch.no_grad():
-            at_input = handle.explained(x, target)
-            at_baseline = handle.scores(baselines)[:, target].mean(dim=0)
-        return Attribution(values.detach(), at_input, at_baseline)
+        return self.with_outputs(handle, x, target, values, baselines)

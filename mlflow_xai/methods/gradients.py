@@ -9,9 +9,8 @@ from captum.attr import GradientShap as CaptumGradientShap
 from captum.attr import InputXGradient as CaptumInputXGradient
 from captum.attr import Saliency as CaptumSaliency
 
-from mlflow_xai.baselines import make_baseline_distribution
 from mlflow_xai.methods._captum import CaptumGradientMethod, quiet_captum, seeded
-from mlflow_xai.methods.base import Attribution, AttributionMethod, register
+from mlflow_xai.methods.base import Attribution, BaselineDistributionMethod, register
 from mlflow_xai.model import ModelHandle
 
 
@@ -32,7 +31,7 @@ class InputXGradient(CaptumGradientMethod):
 
 
 @register("gradient_shap")
-class GradientShap(AttributionMethod):
+class GradientShap(BaselineDistributionMethod):
     """Expected gradients: E[(x + noise - x') * dF/dx at a random point between them].
 
     With ``multiply_by_inputs`` it claims completeness against the mean baseline output, but only in
@@ -40,23 +39,12 @@ class GradientShap(AttributionMethod):
     tight completeness tolerance will flag it even when it works as designed.
     """
 
-    needs_gradients = True
-    baseline_distribution = True
-    probe_mean: torch.Tensor | None = None  # set by the engine for `baseline: probe_mean`
-
-    def __init__(self, config: Any) -> None:
-        super().__init__(config)
-        self.has_completeness = config.multiply_by_inputs
-
     def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
         cfg = self.config
-        baselines = make_baseline_distribution(cfg.baseline, x, cfg.n_baselines, probe_mean=self.probe_mean)
+        baselines = self.baselines(x)
         explainer = CaptumGradientShap(handle.scores, multiply_by_inputs=cfg.multiply_by_inputs)
         with seeded(cfg.seed, x.device), quiet_captum():
             values = explainer.attribute(
                 x, baselines=baselines, n_samples=cfg.n_samples, stdevs=cfg.stdevs, target=target
             )
-        with torch.no_grad():
-            at_input = handle.explained(x, target)
-            at_baseline = handle.scores(baselines)[:, target].mean(dim=0)
-        return Attribution(values.detach(), at_input, at_baseline)
+        return self.with_outputs(handle, x, target, values, baselines)

@@ -11,7 +11,6 @@ import torch
 from mlflow_xai.adaptive import (
     ExplainedOutput,
     adaptive_integrated_gradients,
-    path_gradient_sum,
     spearman_rank_correlation,
     step_change_rel_l2,
 )
@@ -38,14 +37,11 @@ def integrated_gradients(
     nodes_t = torch.as_tensor(nodes, dtype=x.dtype, device=x.device)
     weights_t = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
     baseline = baseline.expand_as(x)
-    if x.shape[0] <= internal_batch_size:
-        grads = _whole_node_gradient_sum(f, x, baseline, target, nodes_t, weights_t, internal_batch_size)
-    else:
-        grads = path_gradient_sum(f, x, baseline, target, nodes_t, weights_t, internal_batch_size)
+    grads = path_gradient_sum(f, x, baseline, target, nodes_t, weights_t, internal_batch_size)
     return (x - baseline) * grads
 
 
-def _whole_node_gradient_sum(
+def path_gradient_sum(
     f: ExplainedOutput,
     x: torch.Tensor,
     baseline: torch.Tensor,
@@ -54,24 +50,36 @@ def _whole_node_gradient_sum(
     weights: torch.Tensor,
     internal_batch_size: int,
 ) -> torch.Tensor:
-    """``path_gradient_sum`` when a pass holds whole nodes (every sample at the same alphas).
+    """sum_k w_k * dF/dx at x' + a_k (x - x'), per sample: shape of ``x``.
 
-    The points are then a broadcast ``x' + a (x - x')`` and the weighted sum over nodes a single
-    contraction: no per-point gathers or index_add, which cost ~15% of the passes themselves on a
-    small CNN on the CPU (benchmarks/ig_floor.py).
+    When a pass holds whole nodes (every sample at the same alphas), the points are a broadcast
+    ``x' + a (x - x')`` and the weighted sum over nodes one contraction: no per-point gathers or
+    index_add, which cost ~15% of the passes themselves on a small CNN on the CPU
+    (benchmarks/ig_floor.py). Otherwise the (node, sample) pairs are flattened and evaluated
+    ``internal_batch_size`` at a time, so a pass is as full as the budget allows.
     """
     batch, sample_shape = x.shape[0], x.shape[1:]
-    per_pass = max(1, internal_batch_size // batch)
-    delta = x - baseline
     ones = (1,) * len(sample_shape)
+    delta = x - baseline
     grad_sum = torch.zeros_like(x)
-    for k0 in range(0, nodes.numel(), per_pass):
-        alphas = nodes[k0 : k0 + per_pass]
-        kk = alphas.numel()
-        points = baseline.unsqueeze(0) + alphas.view(kk, 1, *ones) * delta.unsqueeze(0)
-        points = points.reshape(kk * batch, *sample_shape).requires_grad_(True)
-        (grads,) = torch.autograd.grad(f(points, target.repeat(kk)).sum(), points)
-        grad_sum += torch.tensordot(weights[k0 : k0 + kk], grads.view(kk, batch, *sample_shape), dims=1)
+    if batch <= internal_batch_size:
+        per_pass = internal_batch_size // batch
+        for k0 in range(0, nodes.numel(), per_pass):
+            alphas = nodes[k0 : k0 + per_pass]
+            kk = alphas.numel()
+            points = baseline.unsqueeze(0) + alphas.view(kk, 1, *ones) * delta.unsqueeze(0)
+            points = points.reshape(kk * batch, *sample_shape).requires_grad_(True)
+            (grads,) = torch.autograd.grad(f(points, target.repeat(kk)).sum(), points)
+            grad_sum += torch.tensordot(weights[k0 : k0 + kk], grads.view(kk, batch, *sample_shape), dims=1)
+        return grad_sum
+    total = nodes.numel() * batch
+    for start in range(0, total, internal_batch_size):
+        pair = torch.arange(start, min(start + internal_batch_size, total), device=x.device)
+        k, b = pair // batch, pair % batch
+        alpha = nodes[k].view(-1, *ones)
+        points = (baseline[b] + alpha * delta[b]).requires_grad_(True)
+        (grads,) = torch.autograd.grad(f(points, target[b]).sum(), points)
+        grad_sum.index_add_(0, b, grads * weights[k].view_as(alpha))
     return grad_sum
 
 
