@@ -2,8 +2,8 @@
 
 Our own implementation of Captum's Occlusion semantics (same windows, same attributions: each
 feature gets the mean output drop over the windows that cover it), built for speed: many windows
-are occluded in one forward pass of up to ``internal_batch_size`` images, and the windows are cut
-with slices instead of one full-size mask tensor per window.
+are occluded in one forward pass of up to ``internal_batch_size`` images, and window masks are built
+per pass from per-axis intervals instead of one full-size mask tensor per window.
 """
 
 from __future__ import annotations
@@ -19,17 +19,40 @@ from mlflow_xai.model import ModelHandle
 
 Window = tuple[slice, ...]
 
+_BAND_ELEMENTS = 1 << 22  # an axis's band matrix is built in blocks of at most this size
+
+
+def _positions(size: int, w: int, s: int) -> list[int]:
+    """Window starts on one axis as Captum places them: ceil((size - w) / s) + 1 of them."""
+    return [k * s for k in range(math.ceil((size - w) / s) + 1)]
+
 
 def occlusion_windows(
     sample_shape: tuple[int, ...], window: tuple[int, ...], strides: tuple[int, ...]
 ) -> list[Window]:
-    """Window positions as Captum places them: ceil((size - window) / stride) + 1 per axis, the
-    last one clipped at the input's edge."""
-    per_axis = []
-    for size, w, s in zip(sample_shape, window, strides, strict=True):
-        count = math.ceil((size - w) / s) + 1
-        per_axis.append([slice(k * s, min(k * s + w, size)) for k in range(count)])
+    """Windows in row-major order of their per-axis positions, the last one clipped at the input's edge."""
+    per_axis = [
+        [slice(p, min(p + w, size)) for p in _positions(size, w, s)]
+        for size, w, s in zip(sample_shape, window, strides, strict=True)
+    ]
     return list(itertools.product(*per_axis))
+
+
+def _occluded(x: torch.Tensor, lows: torch.Tensor, window: tuple[int, ...], baseline: float) -> torch.Tensor:
+    """``x`` (B, *S) once per row of ``lows`` (n, ndim) window starts, with that window set to the
+    baseline: (n * B, *S). The mask is a product of per-axis intervals, broadcast to (n, 1, *S)."""
+    n, sample_shape = len(lows), x.shape[1:]
+    cover = torch.ones((), dtype=x.dtype, device=x.device)
+    for axis, (size, w) in enumerate(zip(sample_shape, window, strict=True)):
+        pos = torch.arange(size, device=x.device).view([size] + [1] * (len(sample_shape) - 1 - axis))
+        low = lows[:, axis].view([n] + [1] * len(sample_shape))
+        cover = cover * ((pos >= low) & (pos < low + w)).to(x.dtype)
+    # Captum's blend x * (1 - cover) + baseline * cover, exact for a 0/1 cover; in place, so only
+    # one mask is held beside the occluded batch.
+    keep = cover.unsqueeze(1).neg_().add_(1)
+    occluded = x.unsqueeze(0) * keep
+    occluded += keep.sub_(1).mul_(-baseline)
+    return occluded.view(n * len(x), *sample_shape)
 
 
 def occlusion(
@@ -42,25 +65,42 @@ def occlusion(
     baseline: float,
     windows_per_pass: int,
 ) -> torch.Tensor:
-    """Attributions of ``x`` (B, *S): mean of F(x) - F(x with the window occluded) over covering windows."""
+    """Attributions of ``x`` (B, *S): mean of F(x) - F(x with the window occluded) over covering windows.
+
+    Slot 0 is ``x`` itself and slot i the i-th window of ``occlusion_windows``; a pass runs at most
+    ``windows_per_pass`` slots. A window's mask is the product of one interval per axis, so each pass
+    builds its masks by broadcasting, and the drops are spread back with one band matrix per axis:
+    no tensor holds a full-size mask per window.
+    """
     batch, sample_shape = x.shape[0], tuple(x.shape[1:])
-    windows = occlusion_windows(sample_shape, window, strides)
-    weights = torch.zeros(sample_shape, dtype=x.dtype, device=x.device)
-    for win in windows:
-        weights[win] += 1
-    total = torch.zeros_like(x)
+    device, dtype = x.device, x.dtype
+    starts = [_positions(*a) for a in zip(sample_shape, window, strides, strict=True)]
+    # (slots, ndim) window starts; slot 0 starts past the end of every axis and covers nothing.
+    lows = torch.tensor([sample_shape, *itertools.product(*starts)], device=device)
+    slots = len(lows)
+    per_pass = math.ceil(slots / math.ceil(slots / windows_per_pass))  # as many passes, evened out
+    outputs = []
     with torch.no_grad():
-        reference = scores(x).gather(1, target.view(-1, 1)).squeeze(1)
-        for first in range(0, len(windows), windows_per_pass):
-            chunk = windows[first : first + windows_per_pass]
-            occluded = x.unsqueeze(0).repeat(len(chunk), *([1] * x.ndim))
-            for j, win in enumerate(chunk):
-                occluded[(j, slice(None), *win)] = baseline
-            out = scores(occluded.view(len(chunk) * batch, *sample_shape))
-            out = out.gather(1, target.repeat(len(chunk)).view(-1, 1)).view(len(chunk), batch)
-            drop = reference.unsqueeze(0) - out
-            for j, win in enumerate(chunk):
-                total[(slice(None), *win)] += drop[j].view(batch, *([1] * len(sample_shape)))
+        for first in range(0, slots, per_pass):
+            count = min(per_pass, slots - first)
+            out = scores(_occluded(x, lows[first : first + count], window, baseline))
+            outputs.append(out.gather(1, target.repeat(count).view(-1, 1)).view(count, batch))
+        values = torch.cat(outputs)
+        # Contract each axis's window index with its (windows, size) band, 1 where the window holds the
+        # feature; tensordot appends the feature axis, so after the last axis they are back in order.
+        total = (values[0] - values[1:]).t().reshape(batch, *map(len, starts)).to(dtype)
+        weights = torch.ones((), dtype=dtype, device=device)
+        for size, w, axis_starts in zip(sample_shape, window, starts, strict=True):
+            pos = torch.arange(size, device=device)
+            spread, covering = 0, 0
+            rows = max(1, _BAND_ELEMENTS // size)
+            for k in range(0, len(axis_starts), rows):
+                low = torch.tensor(axis_starts[k : k + rows], device=device).view(-1, 1)
+                band = ((pos >= low) & (pos < low + w)).to(dtype)
+                spread = spread + torch.tensordot(total.narrow(1, k, len(band)), band, dims=([1], [0]))
+                covering = covering + band.sum(0)
+            total = spread
+            weights = torch.tensordot(weights, covering, dims=0)  # windows covering each feature
     return total / weights
 
 
