@@ -202,6 +202,7 @@ def adaptive_integrated_gradients(
     max_steps: int = 513,
     internal_batch_size: int = 512,
     gap_floor: float = 1e-6,
+    node_memory: int = 2 << 30,
 ) -> AdaptiveIGResult:
     """IG by composite trapezoid on a partition of the path refined per sample, where it is needed.
 
@@ -213,10 +214,36 @@ def adaptive_integrated_gradients(
     the largest power of two such that finest + 1 <= ``max_steps``, and never past ``max_steps``
     evaluations. A sample that meets both tolerances returns ``fine``; one that runs out of budget
     returns its ``fine`` marked not converged.
+
+    Every evaluated gradient is kept until its sample is done, so samples are taken in groups whose
+    nodes fit ``node_memory`` bytes even if each used ``max_steps``: one group for small inputs,
+    a few samples at a time for large images. Samples are independent, so grouping changes nothing
+    but the size of the passes.
     """
     first, finest = nested_trapezoid_intervals(min_steps, max_steps)
     batch = x.shape[0]
     baseline = baseline.expand_as(x)
+    group = max(1, node_memory // (max_steps * x[0].numel() * x.element_size()))
+    if batch > group:
+        parts = [
+            adaptive_integrated_gradients(
+                f,
+                x[start : start + group],
+                baseline[start : start + group],
+                target[start : start + group],
+                completeness_tolerance=completeness_tolerance,
+                step_change_tolerance=step_change_tolerance,
+                min_steps=min_steps,
+                max_steps=max_steps,
+                internal_batch_size=internal_batch_size,
+                gap_floor=gap_floor,
+                node_memory=node_memory,
+            )
+            for start in range(0, batch, group)
+        ]
+        return AdaptiveIGResult(
+            *(torch.cat([getattr(p, name) for p in parts]) for name in AdaptiveIGResult.__dataclass_fields__)
+        )
     delta = x - baseline
     with torch.no_grad():
         output_gap = f(x, target).double() - f(baseline, target).double()

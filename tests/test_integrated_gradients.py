@@ -311,6 +311,18 @@ def test_adaptive_converged_samples_are_within_tolerance_of_an_independent_refer
     assert (result.steps > 9).any(), "no sample needed refinement: the test would not see it"
 
 
+def test_adaptive_in_groups_that_fit_node_memory_equals_one_group(trained_relu_cnn) -> None:
+    model, x, target = trained_relu_cnn
+    f, baseline = _target_column(model), torch.zeros_like(x)
+    whole = adaptive_integrated_gradients(f, x, baseline, target)
+    per_sample_nodes = 513 * x[0].numel() * x.element_size()
+    grouped = adaptive_integrated_gradients(f, x, baseline, target, node_memory=5 * per_sample_nodes)
+    # 12 samples in groups of 5, 5 and 2: the same steps, checks and attributions, sample by sample.
+    assert torch.equal(grouped.steps, whole.steps) and torch.equal(grouped.converged, whole.converged)
+    torch.testing.assert_close(grouped.attributions, whole.attributions, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grouped.step_change_rel_l2, whole.step_change_rel_l2, rtol=1e-4, atol=1e-9)
+
+
 def _cancelling(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     # The two kinked terms' quadrature errors cancel exactly in the sum: completeness looks perfect.
     return torch.relu(x[:, 0] - 1.0) - torch.relu(x[:, 1] - 1.0) + x[:, 2]
