@@ -32,10 +32,14 @@ ExplainedOutput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # Convergence measures: pure functions on per-sample tensors
 
 
-def step_change_rel_l2(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:
-    """||fine - coarse|| / ||fine|| per sample (float64, shape (B,)); 0/0 is 0, x/0 is inf."""
+def step_change_rel_l2(coarse: torch.Tensor, fine: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """||fine - coarse|| / max(||fine||, floor) per sample (float64, shape (B,)); 0/0 is 0, x/0 is inf.
+
+    With a ``floor``, attributions that are all but zero are judged in absolute terms, as
+    ``completeness_rel_error`` judges a near-zero output gap: noise over noise proves nothing.
+    """
     diff = (fine.double() - coarse.double()).flatten(1).norm(dim=1)
-    size = fine.double().flatten(1).norm(dim=1)
+    size = fine.double().flatten(1).norm(dim=1).clamp_min(floor)
     ratio = diff / size
     return torch.where(diff == 0, torch.zeros_like(ratio), ratio)
 
@@ -119,7 +123,8 @@ class _Partition:
     def __init__(self, x: torch.Tensor, finest: int) -> None:
         self.finest = finest
         self.width = x[0].numel()
-        self.values = torch.empty(0, self.width, dtype=x.dtype, device=x.device)  # one row per node
+        self.values = torch.empty(0, self.width, dtype=x.dtype, device=x.device)  # rows: nodes
+        self.used = 0  # rows of `values` holding nodes; the rest is room to grow into
         self.node_count = torch.zeros(x.shape[0], dtype=torch.int64)
         # Leaves: sample, lo, hi (grid units) and the node rows of lo, mid, hi; and the squared
         # norm of each leaf's fine - coarse (its error indicator), kept on the CPU.
@@ -129,8 +134,13 @@ class _Partition:
         self.coarse = torch.zeros_like(self.fine)
 
     def add_nodes(self, samples: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(len(self.values), len(self.values) + len(values))
-        self.values = torch.cat([self.values, values.flatten(1)])
+        rows = torch.arange(self.used, self.used + len(values))
+        if self.used + len(values) > len(self.values):  # grow by doubling: few copies in all
+            grown = self.values.new_empty(max(self.used + len(values), 2 * len(self.values)), self.width)
+            grown[: self.used] = self.values[: self.used]
+            self.values = grown
+        self.values[self.used : self.used + len(values)] = values.flatten(1)
+        self.used += len(values)
         self.node_count += torch.bincount(samples, minlength=len(self.node_count))
         return rows
 
@@ -178,11 +188,13 @@ def _mark(partition: _Partition, active: torch.Tensor, max_steps: int) -> torch.
     candidates = candidates[order]
     values, owner = indicator[candidates], sample[candidates]
     counts = torch.bincount(owner, minlength=batch)
-    group_start = (counts.cumsum(0) - counts)[owner]
-    rank = torch.arange(len(candidates)) - group_start
-    exclusive = values.cumsum(0) - values
-    before = exclusive - exclusive[group_start]  # sum of the larger indicators in the same group
-    total = torch.zeros(batch, dtype=torch.float64).index_add_(0, owner, values)[owner]
+    rank = torch.arange(len(candidates)) - (counts.cumsum(0) - counts)[owner]
+    # The sum of the larger indicators of the same sample, summed per sample (a running sum over
+    # all samples would carry one sample's NaN or magnitude into the next).
+    table = torch.zeros(batch, int(counts.max()), dtype=torch.float64)
+    table[owner, rank] = values
+    before = (table.cumsum(1) - table)[owner, rank]
+    total = table.sum(1)[owner]
     all_total = torch.zeros(batch, dtype=torch.float64).index_add_(0, sample, indicator)[owner]
     budget = ((max_steps - partition.node_count) // 2)[owner]
     chosen = torch.where(total > 0, before < MARKING_FRACTION * total, all_total == 0)
@@ -289,7 +301,7 @@ def adaptive_integrated_gradients(
     active = torch.arange(batch)
     while len(active):
         fine, coarse = partition.fine[active], partition.coarse[active]
-        change[active] = step_change_rel_l2(coarse, fine)
+        change[active] = step_change_rel_l2(coarse, fine, floor=gap_floor)
         completeness[active] = completeness_rel_error(fine, output_gap[active], gap_floor)
         met = (change[active] <= step_change_tolerance) & (completeness[active] <= completeness_tolerance)
         converged[active] = met

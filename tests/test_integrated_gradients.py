@@ -323,6 +323,34 @@ def test_adaptive_in_groups_that_fit_node_memory_equals_one_group(trained_relu_c
     torch.testing.assert_close(grouped.step_change_rel_l2, whole.step_change_rel_l2, rtol=1e-4, atol=1e-9)
 
 
+def _nan_for_sample_0(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Sample 0 (target 0) has NaN gradients past alpha = 1/2; the others are a smooth sine.
+    broken = (target == 0) & (x.detach()[:, 0] > 0.5)
+    scale = torch.where(broken, float("nan"), 1.0).to(x.dtype)  # a constant: no gradient of its own
+    return torch.sin(3.0 * x[:, 0]) * scale
+
+
+def test_a_nan_sample_does_not_stop_the_refinement_of_the_others() -> None:
+    x = torch.ones(3, 1, dtype=DTYPE)
+    result = adaptive_integrated_gradients(
+        _nan_for_sample_0, x, torch.zeros_like(x), torch.arange(3), step_change_tolerance=1e-4
+    )
+    assert result.converged.tolist() == [False, True, True]
+    exact = torch.full((2, 1), math.sin(3.0), dtype=DTYPE)  # F(x) - F(0), one feature
+    assert float(step_change_rel_l2(result.attributions[1:], exact).max()) <= 1e-4
+
+
+def test_all_but_zero_attributions_are_judged_in_absolute_terms() -> None:
+    # F = sin(2 pi x): from 0 to 1 it ends where it started, so IG is 0 to the last digit, and
+    # ||a_fine - a_coarse|| / ||a_fine|| would be rounding noise over rounding noise.
+    x = torch.ones(1, 1, dtype=DTYPE)
+    result = adaptive_integrated_gradients(
+        lambda z, t: torch.sin(2 * math.pi * z[:, 0]), x, torch.zeros_like(x), torch.zeros(1).long()
+    )
+    assert result.converged.all() and int(result.steps[0]) < 513
+    assert float(result.attributions.abs().max()) <= 1e-6
+
+
 def _cancelling(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     # The two kinked terms' quadrature errors cancel exactly in the sum: completeness looks perfect.
     return torch.relu(x[:, 0] - 1.0) - torch.relu(x[:, 1] - 1.0) + x[:, 2]
