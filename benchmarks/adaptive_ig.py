@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from _allocator import add_allocator_option, set_allocator
 from captum.attr import IntegratedGradients as CaptumIG
 
 from mlflow_xai.adaptive import adaptive_integrated_gradients, completeness_rel_error, step_change_rel_l2
@@ -67,7 +68,9 @@ def main() -> None:
         default=None,
         help="skip the search and time Captum at this n_steps (e.g. a known lower bound)",
     )
+    add_allocator_option(parser)
     args = parser.parse_args()
+    set_allocator(args)
     torch.set_num_threads(args.threads)
 
     data = make_shapes(args.train + args.probe, seed=0)

@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from _allocator import add_allocator_option, set_allocator
 
 from mlflow_xai.config import load_config
 from mlflow_xai.datasets import make_shapes
@@ -43,7 +44,9 @@ def main() -> None:
     parser.add_argument("--internal-batch-size", type=int, default=512, help="points per pass")
     parser.add_argument("--size", type=int, default=32, help="image side in pixels")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved runs of each")
+    add_allocator_option(parser)
     args = parser.parse_args()
+    set_allocator(args)
 
     torch.manual_seed(0)
     model = ShapesCNN().eval().requires_grad_(False)

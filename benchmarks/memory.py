@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from _allocator import add_allocator_option, set_allocator
 
 
 def peak_mib() -> float:
@@ -73,7 +74,9 @@ def main() -> None:
         "--keep-pages", action="store_true", help="do not drop mapped pages after use (comparison)"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_allocator_option(parser)
     args = parser.parse_args()
+    set_allocator(args, quiet=bool(args.child))
     if args.child:
         child(args.child, args.steps, args.size, args.keep_pages)
         return
@@ -85,6 +88,7 @@ def main() -> None:
             write_probe(path, n, args.size)
             command = [sys.executable, __file__, "--child", str(path), "--steps", str(args.steps)]
             command += ["--size", str(args.size)] + (["--keep-pages"] if args.keep_pages else [])
+            command += ["--default-allocator"] if args.default_allocator else []
             out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
             path.unlink()

@@ -19,6 +19,7 @@ import argparse
 import time
 
 import torch
+from _allocator import add_allocator_option, set_allocator
 from captum.attr import Occlusion as CaptumOcclusion
 
 from mlflow_xai.config import OcclusionConfig
@@ -57,7 +58,9 @@ def main() -> None:
         help="our internal_batch_size: occluded images per forward pass when --per-eval is auto",
     )
     parser.add_argument("--repeats", type=int, default=5, help="best of this many runs")
+    add_allocator_option(parser)
     args = parser.parse_args()
+    set_allocator(args)
 
     model = train_shapes_cnn(make_shapes(256, seed=0), epochs=2)
     handle = ModelHandle(model, torch.device("cpu"))
