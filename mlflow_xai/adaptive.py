@@ -144,27 +144,49 @@ class _Partition:
         self.node_count += torch.bincount(samples, minlength=len(self.node_count))
         return rows
 
-    def _update(self, leaves: torch.Tensor, sign: float) -> torch.Tensor:
-        """Add (sign 1) or take away (-1) the leaves' estimates; return their indicators."""
-        values = self.values
-        h = ((leaves[:, 2] - leaves[:, 1]).to(values.dtype) / self.finest).to(values.device)
-        ends = values[leaves[:, 3]] + values[leaves[:, 5]]
-        coarse = ends * (h / 2).view(-1, 1)
-        difference = (2 * values[leaves[:, 4]] - ends) * (h / 4).view(-1, 1)
-        samples = leaves[:, 0].to(values.device)
-        self.coarse.index_add_(0, samples, coarse.double(), alpha=sign)
-        self.fine.index_add_(0, samples, (coarse + difference).double(), alpha=sign)
-        return difference.double().square().sum(dim=1).cpu()
-
     def add_leaves(self, leaves: torch.Tensor) -> None:
-        self.indicator = torch.cat([self.indicator, self._update(leaves, 1.0)])
+        """Add the first partition's leaves, their ends and midpoints already evaluated."""
+        values = self.values
+        h = ((leaves[:, 2] - leaves[:, 1]).to(values.dtype) / self.finest).to(values.device).view(-1, 1)
+        ends = values[leaves[:, 3]] + values[leaves[:, 5]]
+        coarse = ends * (h / 2)
+        difference = (2 * values[leaves[:, 4]] - ends) * (h / 4)
+        samples = leaves[:, 0].to(values.device)
+        self.coarse.index_add_(0, samples, coarse.double())
+        self.fine.index_add_(0, samples, (coarse + difference).double())
         self.leaves = torch.cat([self.leaves, leaves])
+        self.indicator = torch.cat([self.indicator, difference.square().sum(dim=1).double().cpu()])
 
-    def remove_leaves(self, keep: torch.Tensor) -> torch.Tensor:
-        gone = self.leaves[~keep]
-        self._update(gone, -1.0)
-        self.leaves, self.indicator = self.leaves[keep], self.indicator[keep]
-        return gone
+    def split(
+        self, marked: torch.Tensor, densities: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> None:
+        """Halve the marked leaves: evaluate their quarter points and swap each leaf's estimates for
+        its halves'. On the sums that is: ``coarse`` gains the leaf's fine - coarse, and ``fine``
+        gains the fine - coarse of both halves."""
+        parents = self.leaves[marked]
+        sample, lo, hi = parents[:, 0], parents[:, 1], parents[:, 2]
+        mid = (lo + hi) // 2
+        quarters = torch.stack([(lo + mid) // 2, (mid + hi) // 2], dim=1).flatten()
+        pairs = sample.repeat_interleave(2)
+        rows = self.add_nodes(pairs, densities(pairs, quarters)).view(-1, 2)
+        values = self.values
+        at_lo, at_mid, at_hi = values[parents[:, 3]], values[parents[:, 4]], values[parents[:, 5]]
+        h = ((hi - lo).to(values.dtype) / self.finest).to(values.device).view(-1, 1)
+        left = (2 * values[rows[:, 0]] - at_lo - at_mid) * (h / 8)
+        right = (2 * values[rows[:, 1]] - at_mid - at_hi) * (h / 8)
+        owner = sample.to(values.device)
+        self.coarse.index_add_(0, owner, ((2 * at_mid - at_lo - at_hi) * (h / 4)).double())
+        self.fine.index_add_(0, owner, (left + right).double())
+        left_leaves = torch.stack([sample, lo, mid, parents[:, 3], rows[:, 0], parents[:, 4]], dim=1)
+        right_leaves = torch.stack([sample, mid, hi, parents[:, 4], rows[:, 1], parents[:, 5]], dim=1)
+        self.leaves = torch.cat([self.leaves[~marked], left_leaves, right_leaves])
+        self.indicator = torch.cat(
+            [
+                self.indicator[~marked],
+                left.square().sum(dim=1).double().cpu(),
+                right.square().sum(dim=1).double().cpu(),
+            ]
+        )
 
 
 def _mark(partition: _Partition, active: torch.Tensor, max_steps: int) -> torch.Tensor:
@@ -309,17 +331,8 @@ def adaptive_integrated_gradients(
         marked = _mark(partition, active, max_steps)
         if not marked.any():
             break
-        split = partition.remove_leaves(~marked)
-        active = torch.unique(split[:, 0])
-        # Each split leaf [lo, hi] with midpoint m becomes [lo, m] and [m, hi], with new midpoints.
-        lo, hi = split[:, 1], split[:, 2]
-        mid = (lo + hi) // 2
-        quarters = torch.stack([(lo + mid) // 2, (mid + hi) // 2], dim=1).flatten()
-        samples = split[:, 0].repeat_interleave(2)
-        new_rows = partition.add_nodes(samples, densities(samples, quarters)).view(-1, 2)
-        left = torch.stack([split[:, 0], lo, mid, split[:, 3], new_rows[:, 0], split[:, 4]], dim=1)
-        right = torch.stack([split[:, 0], mid, hi, split[:, 4], new_rows[:, 1], split[:, 5]], dim=1)
-        partition.add_leaves(torch.cat([left, right]))
+        active = torch.unique(partition.leaves[marked, 0])
+        partition.split(marked, densities)
 
     attributions = partition.fine.to(x.dtype).view_as(x)
     return AdaptiveIGResult(
