@@ -18,7 +18,7 @@ evaluations on the samples, and the stretches of their paths, that need them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -133,16 +133,21 @@ class _Partition:
         self.fine = torch.zeros(x.shape[0], self.width, dtype=torch.float64, device=x.device)
         self.coarse = torch.zeros_like(self.fine)
 
-    def add_nodes(self, samples: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(self.used, self.used + len(values))
-        if self.used + len(values) > len(self.values):  # grow by doubling: few copies in all
-            grown = self.values.new_empty(max(self.used + len(values), 2 * len(self.values)), self.width)
-            grown[: self.used] = self.values[: self.used]
+    def add_nodes(self, samples: torch.Tensor, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
+        """Store the node values ``chunks`` yields, one row per entry of ``samples``; their rows."""
+        count = len(samples)
+        first = self.used
+        if first + count > len(self.values):  # grow by doubling: few copies in all
+            grown = self.values.new_empty(max(first + count, 2 * len(self.values)), self.width)
+            grown[:first] = self.values[:first]
             self.values = grown
-        self.values[self.used : self.used + len(values)] = values.flatten(1)
-        self.used += len(values)
+        for chunk in chunks:
+            self.values[self.used : self.used + len(chunk)] = chunk.flatten(1)
+            self.used += len(chunk)
+        if self.used != first + count:
+            raise RuntimeError(f"expected {count} node values, got {self.used - first}")
         self.node_count += torch.bincount(samples, minlength=len(self.node_count))
-        return rows
+        return torch.arange(first, first + count)
 
     def add_leaves(self, leaves: torch.Tensor) -> None:
         """Add the first partition's leaves, their ends and midpoints already evaluated."""
@@ -158,7 +163,7 @@ class _Partition:
         self.indicator = torch.cat([self.indicator, difference.square().sum(dim=1).double().cpu()])
 
     def split(
-        self, marked: torch.Tensor, densities: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+        self, marked: torch.Tensor, densities: Callable[[torch.Tensor, torch.Tensor], Iterable[torch.Tensor]]
     ) -> None:
         """Halve the marked leaves: evaluate their quarter points and swap each leaf's estimates for
         its halves'. On the sums that is: ``coarse`` gains the leaf's fine - coarse, and ``fine``
@@ -282,18 +287,17 @@ def adaptive_integrated_gradients(
     with torch.no_grad():
         output_gap = f(x, target).double() - f(baseline, target).double()
 
-    def densities(samples: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def densities(samples: torch.Tensor, positions: torch.Tensor) -> Iterator[torch.Tensor]:
         """(x - x') * dF/dx at the given (sample, grid position) pairs, one row each."""
-        rows = []
         samples_dev = samples.to(x.device)
         alphas = (positions.double() / finest).to(dtype=x.dtype, device=x.device)
         for start in range(0, len(samples), internal_batch_size):
             b = samples_dev[start : start + internal_batch_size]
             alpha = alphas[start : start + internal_batch_size].view(-1, *([1] * (x.ndim - 1)))
-            points = (baseline[b] + alpha * delta[b]).requires_grad_(True)
+            step = delta[b]
+            points = torch.addcmul(baseline[b], alpha, step).requires_grad_(True)
             (grads,) = torch.autograd.grad(f(points, target[b]).sum(), points)
-            rows.append((delta[b] * grads).detach())
-        return torch.cat(rows)
+            yield grads.mul_(step)
 
     partition = _Partition(x, finest)
     # The first partition: m intervals of `unit` grid units, each with its midpoint.
