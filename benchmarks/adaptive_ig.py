@@ -20,6 +20,7 @@ near-zero gap is no accuracy target any rule can meet at a sane step count.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import numpy as np
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="probe samples per batch")
     parser.add_argument("--internal-batch-size", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved timed runs of each side")
     parser.add_argument(
         "--fixed-steps",
         type=int,
@@ -127,26 +129,33 @@ def main() -> None:
     if chosen is None:
         raise SystemExit(f"no n_steps up to {STEP_GRID[-1]} passes for every sample")
     cache.clear()
-    started = time.perf_counter()
-    captum_ig(model, x, target, chosen, args.batch_size, args.internal_batch_size)
-    fixed_seconds = time.perf_counter() - started
     fixed_evals = chosen * len(x)
 
-    # ---- adaptive nested trapezoid
-    started = time.perf_counter()
-    results = [
-        adaptive_integrated_gradients(
-            f,
-            x[s : s + args.batch_size],
-            torch.zeros_like(x[s : s + args.batch_size]),
-            target[s : s + args.batch_size],
-            completeness_tolerance=COMPLETENESS_TOL,
-            step_change_tolerance=STEP_CHANGE_TOL,
-            internal_batch_size=args.internal_batch_size,
-        )
-        for s in range(0, len(x), args.batch_size)
-    ]
-    adaptive_seconds = time.perf_counter() - started
+    def adaptive() -> list:
+        return [
+            adaptive_integrated_gradients(
+                f,
+                x[s : s + args.batch_size],
+                torch.zeros_like(x[s : s + args.batch_size]),
+                target[s : s + args.batch_size],
+                completeness_tolerance=COMPLETENESS_TOL,
+                step_change_tolerance=STEP_CHANGE_TOL,
+                internal_batch_size=args.internal_batch_size,
+            )
+            for s in range(0, len(x), args.batch_size)
+        ]
+
+    # Interleaved runs (fixed, adaptive, fixed, ...), medians: load from elsewhere falls on both.
+    fixed_times, adaptive_times = [], []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        captum_ig(model, x, target, chosen, args.batch_size, args.internal_batch_size)
+        fixed_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        results = adaptive()
+        adaptive_times.append(time.perf_counter() - started)
+    fixed_seconds, adaptive_seconds = statistics.median(fixed_times), statistics.median(adaptive_times)
+    per_run = " ".join(f"{a / b:.3f}" for a, b in zip(adaptive_times, fixed_times, strict=True))
     steps = torch.cat([r.steps for r in results]).numpy()
     converged = torch.cat([r.converged for r in results]).numpy()
     change = torch.cat([r.step_change_rel_l2 for r in results]).numpy()
@@ -171,7 +180,8 @@ def main() -> None:
     print(f"adaptive steps per sample (steps: samples): {histogram}")
     print(
         f"ratios adaptive / fixed: gradient evaluations {adaptive_evals / fixed_evals:.3f}x, "
-        f"wall time {adaptive_seconds / fixed_seconds:.3f}x"
+        f"wall time {adaptive_seconds / fixed_seconds:.3f}x (medians of {args.repeats} interleaved runs; "
+        f"per run {per_run})"
     )
     print(
         f"(counting the fixed side's own n vs 2n verification, 3n per sample: "
