@@ -114,7 +114,7 @@ class IntegratedGradientsConfig(_Strict):
         default=0.02, description="auto: max ||a_fine - a_coarse|| / ||a_fine|| (intervals vs their halves)"
     )
     min_steps: PositiveInt = Field(
-        default=8, description="auto: the first check uses at least this many evaluations"
+        default=33, description="auto: the first check uses at least this many evaluations"
     )
     max_steps: PositiveInt = Field(
         default=513, description="auto: at most this many evaluations per sample"
