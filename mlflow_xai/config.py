@@ -73,8 +73,7 @@ class BaselineConfig(_Strict):
             allowed = ", ".join(sorted(own)) or "no other key"
             verb = "does" if len(foreign) == 1 else "do"
             raise ValueError(
-                f"{', '.join(foreign)} {verb} not apply to baseline kind {self.kind!r}, "
-                f"which takes {allowed}"
+                f"{', '.join(foreign)} {verb} not apply to baseline kind {self.kind!r}, which takes {allowed}"
             )
         if self.kind == "uniform" and not self.low < self.high:
             raise ValueError(f"low must be < high for a uniform baseline, got {self.low} and {self.high}")
@@ -116,9 +115,7 @@ class IntegratedGradientsConfig(_Strict):
     min_steps: PositiveInt = Field(
         default=33, description="auto: the first check uses at least this many evaluations"
     )
-    max_steps: PositiveInt = Field(
-        default=513, description="auto: at most this many evaluations per sample"
-    )
+    max_steps: PositiveInt = Field(default=513, description="auto: at most this many evaluations per sample")
     check_step_change: bool = Field(
         default=False,
         description="fixed n_steps: also integrate with 2 n_steps and report the step change (3x cost)",
@@ -412,17 +409,52 @@ class AuditConfig(_Strict):
         default=None, description="engine and Ray settings; null = the local engine"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_follows_the_completeness_check(cls, data: Any) -> Any:
+        # n_steps: auto refines each sample until its completeness error is within the method's
+        # tolerance; unless one is given, that is the tolerance the completeness check judges by.
+        ig = _mapping_at(data, "methods", "integrated_gradients")
+        check = _mapping_at(data, "checks", "completeness")
+        if ig is None or ig.get("n_steps") != "auto" or "completeness_tolerance" in ig:
+            return data
+        if check is None or "tolerance" not in check:
+            return data
+        methods = {
+            **data["methods"],
+            "integrated_gradients": {**ig, "completeness_tolerance": check["tolerance"]},
+        }
+        return {**data, "methods": methods}
+
     @model_validator(mode="after")
     def _some_method(self) -> AuditConfig:
         if not self.methods.enabled():
             valid = ", ".join(MethodsConfig.model_fields)
             raise ValueError(f"methods must enable at least one method; valid methods: {valid}")
+        ig = self.methods.integrated_gradients
+        check = self.checks.completeness.tolerance
+        if ig is not None and ig.n_steps == "auto" and ig.completeness_tolerance > check:
+            raise ValueError(
+                f"methods.integrated_gradients.completeness_tolerance {ig.completeness_tolerance:g} is "
+                f"looser than checks.completeness.tolerance {check:g}: samples that n_steps 'auto' calls "
+                f"converged could still fail the check; drop it (it then follows the check) or set it "
+                f"<= {check:g}"
+            )
         if self.output_key is not None and self.output_index is not None:
             raise ValueError(
                 "output_key (a dict key) and output_index (a tuple index) exclude each other; "
                 "set the one that fits the model's output"
             )
         return self
+
+
+def _mapping_at(data: Any, *keys: str) -> Mapping[str, Any] | None:
+    """The mapping at ``data[k1][k2]...``, or None where any level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data if isinstance(data, Mapping) else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -449,9 +481,7 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None, **override
         if data is None:
             data = {}
     else:
-        raise ConfigError(
-            f"config must be a path to a YAML file or a mapping, got {type(source).__name__}"
-        )
+        raise ConfigError(f"config must be a path to a YAML file or a mapping, got {type(source).__name__}")
     if not isinstance(data, Mapping):
         raise ConfigError(f"config must be a mapping of keys to values, got {type(data).__name__}")
     data = _deep_merge(data, overrides)

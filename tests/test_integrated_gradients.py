@@ -380,6 +380,33 @@ def _ig_config(**ig) -> object:
     return load_config({"methods": {"integrated_gradients": ig}})
 
 
+def _auto_with_check(check_tolerance: float, **ig) -> object:
+    return load_config(
+        {
+            "methods": {"integrated_gradients": {"n_steps": "auto", **ig}},
+            "checks": {"completeness": {"tolerance": check_tolerance}},
+        }
+    )
+
+
+def test_auto_refines_to_the_completeness_checks_tolerance_unless_told_otherwise() -> None:
+    assert _auto_with_check(0.005).methods.integrated_gradients.completeness_tolerance == 0.005
+    tighter = _auto_with_check(0.005, completeness_tolerance=0.001)
+    assert tighter.methods.integrated_gradients.completeness_tolerance == 0.001
+    fixed = load_config(
+        {"methods": {"integrated_gradients": {"n_steps": 16}}, "checks": {"completeness": {"tolerance": 0.5}}}
+    )
+    assert fixed.methods.integrated_gradients.completeness_tolerance == 0.01  # not used: fixed steps
+
+
+def test_auto_with_a_looser_tolerance_than_the_check_is_an_error() -> None:
+    with pytest.raises(ConfigError) as raised:
+        _auto_with_check(0.005, completeness_tolerance=0.02)
+    message = str(raised.value)
+    assert "methods.integrated_gradients.completeness_tolerance 0.02 is looser than" in message
+    assert "checks.completeness.tolerance 0.005" in message and "set it <= 0.005" in message
+
+
 @pytest.mark.parametrize(
     ("ig", "message"),
     [
