@@ -27,36 +27,26 @@ def shapes_split():
 def train_and_log(*, serialization_format: str = "pickle", epochs: int = 10) -> tuple[str, str, float]:
     """Train the CNN, log it with a tensor signature and an input example; return (run id, model uri, acc)."""
     import mlflow
-    import torch
-    from mlflow.models import infer_signature
 
     from mlflow_xai.datasets.cnn import accuracy, train_shapes_cnn
+    from mlflow_xai.tracking import log_pytorch_model
 
     train, probe = shapes_split()
     started = time.perf_counter()
     model = train_shapes_cnn(train, epochs=epochs, seed=0)
     seconds = time.perf_counter() - started
     held_out = accuracy(model, probe)
-    example = train.images[:4]
-    with torch.no_grad():
-        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
     mlflow.set_experiment(EXPERIMENT)
     with mlflow.start_run(run_name="train-shapes-cnn") as run:
         mlflow.log_params({"epochs": epochs, "train_samples": len(train), "data": DATA_VERSION})
         mlflow.log_metrics({"heldout_accuracy": held_out, "train_seconds": seconds})
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=signature,
-            input_example=example,
-            serialization_format=serialization_format,
-        )
+        model_uri = log_pytorch_model(model, train.images[:4], serialization_format=serialization_format)
         mlflow.set_tag(MODEL_TAG, DATA_VERSION)
         # The probe set travels with the run, so an audit can be repeated from the run alone.
         path = f"{_tmpdir()}/probe.npz"
         np.savez_compressed(path, inputs=probe.images, labels=probe.labels, masks=probe.masks, ids=probe.ids)
         mlflow.log_artifact(path, artifact_path="probe")
-    return run.info.run_id, info.model_uri, held_out
+    return run.info.run_id, model_uri, held_out
 
 
 def _tmpdir() -> str:

@@ -20,6 +20,29 @@ T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
 
+def log_pytorch_model(model: Any, example: Any, *, serialization_format: str = "pickle") -> str:
+    """Log a PyTorch model into the active run with a tensor signature and an input example (a
+    float numpy batch), so that an audit can read the input shape from it; return its model URI.
+
+    ``serialization_format="pickle"`` keeps the layers as modules, which hook-based methods need;
+    ``"pt2"`` (MLflow's default) logs an exported graph.
+    """
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    info = mlflow.pytorch.log_model(
+        model,
+        name="model",
+        signature=signature,
+        input_example=example,
+        serialization_format=serialization_format,
+    )
+    return info.model_uri
+
+
 def with_retries(
     action: Callable[[], T],
     *,
