@@ -116,8 +116,8 @@ class _Partition:
     Each leaf [lo, hi] has its two ends and its midpoint evaluated, which gives two trapezoid
     estimates of its share of the integral: ``coarse`` on the whole leaf and ``fine`` on its two
     halves. Their difference is the leaf's error indicator. Node values are stored as attribution
-    densities ``(x - x') * dF/dx`` in float64 running sums per sample, so splitting a leaf only
-    evaluates its two new quarter points.
+    densities ``(x - x') * dF/dx`` (in the input's dtype) and the estimates as float64 running sums
+    per sample, so splitting a leaf only evaluates its two new quarter points.
     """
 
     def __init__(self, x: torch.Tensor, finest: int) -> None:
@@ -254,8 +254,8 @@ def adaptive_integrated_gradients(
     evaluations. A sample that meets both tolerances returns ``fine``; one that runs out of budget
     returns its ``fine`` marked not converged.
 
-    Every evaluated gradient is kept until its sample is done, so samples are taken in groups whose
-    nodes fit ``node_memory`` bytes even if each used ``max_steps``: one group for small inputs,
+    Every evaluated gradient is kept until its group of samples is done, so samples are taken in
+    groups whose nodes fit ``node_memory`` bytes even if each used ``max_steps``: one group for small inputs,
     a few samples at a time for large images. Samples are independent, so grouping changes nothing
     but the size of the passes.
     """
