@@ -91,10 +91,11 @@ def completeness_rel_error(
 
 #: Share of a sample's squared local error indicators that one round of refinement must cover
 #: (Dörfler marking). Gradient evaluations for the 256 probe samples of benchmarks/adaptive_ig.py
-#: from a first partition of 4 intervals: 15,852 at 0.5, 15,062 at 0.3, 14,758 at 0.2, 14,464 at
-#: 0.1, against 22,592 when every interval of a sample is halved. Smaller shares take more rounds
-#: of smaller passes (~5 rounds at 0.5, ~12 at 0.2), which costs more on a GPU than on a CPU.
-MARKING_FRACTION = 0.3
+#: (16 first intervals): 14,462 at 0.1, 14,738 at 0.2, 15,038 at 0.3, 15,836 at 0.5. Smaller shares
+#: come closer to splitting the worst interval one at a time, in more rounds of smaller passes
+#: (17.6 rounds a batch of 32 at 0.1, 10.1 at 0.2, 7.5 at 0.3): equal wall time on a CPU, more
+#: launches on a GPU. benchmarks/adaptive_accuracy.py shows the share does not change accuracy.
+MARKING_FRACTION = 0.1
 
 
 @dataclass
@@ -107,7 +108,13 @@ class AdaptiveIGResult:
     step_change_spearman: torch.Tensor  # (B,) float64: rank correlation of a_coarse and a_fine
     completeness_rel_error: torch.Tensor  # (B,) float64, of the returned attributions
     converged: torch.Tensor  # (B,) bool: both tolerances met within max_steps
-    output_gap: torch.Tensor  # (B,) F(x) - F(x')
+    output_at_input: torch.Tensor  # (B,) F(x), in the output's dtype
+    output_at_baseline: torch.Tensor  # (B,) F(x')
+
+    @property
+    def output_gap(self) -> torch.Tensor:
+        """F(x) - F(x') per sample, float64."""
+        return self.output_at_input.double() - self.output_at_baseline.double()
 
 
 class _Partition:
@@ -285,7 +292,8 @@ def adaptive_integrated_gradients(
         )
     delta = x - baseline
     with torch.no_grad():
-        output_gap = f(x, target).double() - f(baseline, target).double()
+        at_input, at_baseline = f(x, target), f(baseline, target)
+    output_gap = at_input.double() - at_baseline.double()
 
     def densities(samples: torch.Tensor, positions: torch.Tensor) -> Iterator[torch.Tensor]:
         """(x - x') * dF/dx at the given (sample, grid position) pairs, one row each."""
@@ -346,5 +354,6 @@ def adaptive_integrated_gradients(
         step_change_spearman=spearman_rank_correlation(partition.coarse, partition.fine),
         completeness_rel_error=completeness,
         converged=converged,
-        output_gap=output_gap,
+        output_at_input=at_input,
+        output_at_baseline=at_baseline,
     )
