@@ -140,13 +140,12 @@ class IntegratedGradients(AttributionMethod):
             max_steps=cfg.max_steps,
             internal_batch_size=cfg.internal_batch_size,
         )
-        with torch.no_grad():
-            at_input = handle.explained(x, target)
-            at_baseline = handle.explained(baseline, target)
         extras = {
             "steps": result.steps,
             "step_change_rel_l2": result.step_change_rel_l2,
             "step_change_spearman": result.step_change_spearman,
             "converged": result.converged,
         }
-        return Attribution(result.attributions.detach(), at_input, at_baseline, extras)
+        return Attribution(
+            result.attributions.detach(), result.output_at_input, result.output_at_baseline, extras
+        )
