@@ -2,14 +2,15 @@
 
 The step change adaptive IG reports is an error estimate, not a bound. This measures, on two models
 the tests do not contain, how often a sample it calls converged is in truth outside the tolerance,
-and what the marking share (``mlflow_xai.adaptive.MARKING_FRACTION``) costs and buys:
+and what the marking share (``mlflow_xai.adaptive.MARKING_FRACTION``) and the first partition
+(``min_steps``) cost and buy:
 
 * a ReLU/tanh MLP (6-16-16-3, random weights), 200 random inputs and baselines, against a
   20,000-node midpoint reference: kinks and smooth stretches on the same path;
 * the demo's shapes CNN (ReLU, max-pool), 48 held-out images with the zero baseline, against a
   4096-interval trapezoid reference: thousands of small jumps along every path.
 
-    .venv/bin/python benchmarks/adaptive_accuracy.py [--fractions 0.1 0.2 0.3]
+    .venv/bin/python benchmarks/adaptive_accuracy.py [--fractions 0.1 0.3] [--min-steps 9 17 33]
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def study(
     baseline: torch.Tensor,
     reference_steps: int,
     rule: str,
-    fractions: list[float],
+    settings: list[tuple[float, int]],
     batch_size: int,
 ) -> None:
     with torch.no_grad():
@@ -77,10 +78,10 @@ def study(
         f"({time.perf_counter() - started:.1f} s)"
     )
     print(
-        f"{'marking':>8} {'evals':>7} {'converged':>10} {'true > tol':>11} {'true max':>9} "
+        f"{'marking':>8} {'min_steps':>9} {'evals':>7} {'converged':>10} {'true > tol':>11} {'true max':>9} "
         f"{'true / reported (min-median-max)':>34}"
     )
-    for fraction in fractions:
+    for fraction, min_steps in settings:
         adaptive.MARKING_FRACTION = fraction
         parts = [
             adaptive_integrated_gradients(
@@ -90,6 +91,7 @@ def study(
                 target[s : s + batch_size],
                 completeness_tolerance=COMPLETENESS_TOL,
                 step_change_tolerance=STEP_CHANGE_TOL,
+                min_steps=min_steps,
             )
             for s in range(0, len(x), batch_size)
         ]
@@ -100,7 +102,7 @@ def study(
         true = step_change_rel_l2(attributions, reference)[converged]
         ratio = (true / reported[converged]).quantile(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
         print(
-            f"{fraction:>8} {evals:>7} {int(converged.sum()):>5}/{len(x):<4} "
+            f"{fraction:>8} {min_steps:>9} {evals:>7} {int(converged.sum()):>5}/{len(x):<4} "
             f"{int((true > STEP_CHANGE_TOL).sum()):>11} {true.max():>9.4f} "
             f"{ratio[0]:>20.2f}-{ratio[1]:.2f}-{ratio[2]:.2f}"
         )
@@ -109,6 +111,7 @@ def study(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
+    parser.add_argument("--min-steps", type=int, nargs="+", default=[33], help="first checks' sizes")
     parser.add_argument("--threads", type=int, default=2)
     add_allocator_option(parser)
     args = parser.parse_args()
@@ -117,9 +120,10 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(200, 6, generator=generator, dtype=torch.float64) * 2
     baseline = torch.randn(200, 6, generator=generator, dtype=torch.float64) * 2
-    study("ReLU/tanh MLP 6-16-16-3", mixed_mlp(), x, baseline, 20_000, "midpoint", args.fractions, 200)
+    settings = [(fraction, m) for m in args.min_steps for fraction in args.fractions]
+    study("ReLU/tanh MLP 6-16-16-3", mixed_mlp(), x, baseline, 20_000, "midpoint", settings, 200)
     model, images = shapes_cnn(48)
-    study("shapes CNN", model, images, torch.zeros_like(images), 4096, "trapezoid", args.fractions, 16)
+    study("shapes CNN", model, images, torch.zeros_like(images), 4096, "trapezoid", settings, 16)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,14 @@ def completeness_rel_error(
 #: launches on a GPU. benchmarks/adaptive_accuracy.py shows the share does not change accuracy.
 MARKING_FRACTION = 0.1
 
+#: The path's two ends are evaluated this far inside it (alpha = 2^-20 and 1 - 2^-20, as far as the
+#: input's dtype holds them), where the integrand takes its one-sided limits. The integral does not
+#: see one point, but a trapezoid weighs it by h/2, and the baseline itself is often a degenerate
+#: point: from a zero image every max-pool window is a tie and every ReLU sits at its bias. On the
+#: demo CNN that point alone cost 6% of the evaluations (14,462 -> 13,590), spent halving the first
+#: interval until its weight stopped mattering.
+ENDPOINT_OFFSET = 2.0**-20
+
 
 @dataclass
 class AdaptiveIGResult:
@@ -298,7 +306,8 @@ def adaptive_integrated_gradients(
     def densities(samples: torch.Tensor, positions: torch.Tensor) -> Iterator[torch.Tensor]:
         """(x - x') * dF/dx at the given (sample, grid position) pairs, one row each."""
         samples_dev = samples.to(x.device)
-        alphas = (positions.double() / finest).to(dtype=x.dtype, device=x.device)
+        alphas = (positions.double() / finest).clamp(ENDPOINT_OFFSET, 1 - ENDPOINT_OFFSET)
+        alphas = alphas.to(dtype=x.dtype, device=x.device)
         for start in range(0, len(samples), internal_batch_size):
             b = samples_dev[start : start + internal_batch_size]
             alpha = alphas[start : start + internal_batch_size].view(-1, *([1] * (x.ndim - 1)))

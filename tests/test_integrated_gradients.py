@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from mlflow_xai.adaptive import (
+    ENDPOINT_OFFSET,
     adaptive_integrated_gradients,
     completeness_rel_error,
     spearman_rank_correlation,
@@ -234,12 +235,32 @@ def test_adaptive_refines_only_the_intervals_around_the_kink() -> None:
     )
     alphas = torch.cat(f.points)[:, 0] / 3.0
     first, refined = alphas[:9], alphas[9:]
-    assert torch.allclose(first, torch.arange(9, dtype=DTYPE) / 8)
+    # The path's two ends are evaluated just inside it (see the test below).
+    expected = (torch.arange(9, dtype=DTYPE) / 8).clamp(ENDPOINT_OFFSET, 1 - ENDPOINT_OFFSET)
+    assert torch.allclose(first, expected, rtol=0, atol=1e-15)
     assert len(refined) > 0 and ((refined > 0.25) & (refined < 0.5)).all()
     # Halving only the interval holding the kink: 2 new points a round, the error halving each time.
     assert result.converged.all() and int(result.steps[0]) <= 9 + 2 * 6
     exact = torch.tensor([[4.0, 1.0]], dtype=DTYPE)
     assert float(step_change_rel_l2(result.attributions, exact)[0]) <= 0.02
+
+
+def test_a_tie_at_the_baseline_itself_does_not_weigh_on_the_attributions() -> None:
+    # F(x) = max(x1, x2) from a zero baseline to (1, 2): along the path F = 2 alpha, so IG is
+    # exactly (0, 2). Only at alpha = 0 itself do x1 and x2 tie, and there max's gradient picks x1
+    # (as a max-pool window over a zero image does). Evaluated there, that one point would weigh
+    # h/2 on the first interval and keep the first interval splitting; the ends are evaluated just
+    # inside the path instead, where the integrand takes its one-sided limits.
+    def f(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.max_pool1d(x.unsqueeze(1), kernel_size=2).flatten()
+
+    x = torch.tensor([[1.0, 2.0]], dtype=DTYPE)
+    zero = torch.zeros_like(x).requires_grad_(True)
+    (at_zero,) = torch.autograd.grad(f(zero, None).sum(), zero)
+    assert at_zero.tolist() == [[1.0, 0.0]]  # the tie the test is about
+    result = adaptive_integrated_gradients(f, x, torch.zeros_like(x), torch.zeros(1, dtype=torch.long))
+    assert torch.equal(result.attributions, torch.tensor([[0.0, 2.0]], dtype=DTYPE))
+    assert result.steps.tolist() == [33] and result.converged.all()
 
 
 def test_adaptive_marks_samples_that_reach_max_steps_as_not_converged() -> None:
@@ -301,7 +322,12 @@ def test_adaptive_converged_samples_are_within_tolerance_of_an_independent_refer
 ) -> None:
     model, x, target = trained_relu_cnn
     f, baseline = _target_column(model), torch.zeros_like(x)
-    result = adaptive_integrated_gradients(f, x, baseline, target)
+    # Tolerances tighter than the defaults (which this small CNN meets at the first check), so
+    # that samples need refining; the reference's own error is ~5e-4.
+    tolerance = 0.005
+    result = adaptive_integrated_gradients(
+        f, x, baseline, target, step_change_tolerance=tolerance, completeness_tolerance=tolerance
+    )
     # A different rule on a grid that shares no node with the nested trapezoid ones (but 1/2).
     reference = integrated_gradients(
         f, x, baseline, target, n_steps=1000, rule="midpoint", internal_batch_size=2048
@@ -309,10 +335,10 @@ def test_adaptive_converged_samples_are_within_tolerance_of_an_independent_refer
     assert result.converged.float().mean() >= 0.75, "too few converged samples for a real check"
     ok = result.converged
     error = step_change_rel_l2(result.attributions, reference)
-    assert (error[ok] <= 0.02).all(), error[ok]
+    assert (error[ok] <= tolerance).all(), error[ok]
     with torch.no_grad():
         gap = f(x, target) - f(baseline, target)
-    assert (completeness_rel_error(result.attributions, gap)[ok] <= 0.01).all()
+    assert (completeness_rel_error(result.attributions, gap)[ok] <= tolerance).all()
     assert (result.steps > 33).any(), "no sample needed refinement: the test would not see it"
 
 
