@@ -191,9 +191,11 @@ def _audit(args: argparse.Namespace) -> int:
     )
     check_gate_config(config, has_baseline=bool(args.baseline_model_uri))
     if config.distributed is not None and config.distributed.engine == "ray":
-        from mlflow_xai.distributed import import_ray
+        from mlflow_xai.distributed import import_ray, quiet_ray_data_console
 
         import_ray()  # a missing Ray is bad usage: exit 2 before a run is opened
+        if not args.debug:
+            quiet_ray_data_console()
     probe = prepare_probe(args.probe, config)
     if args.run_id:
         mlflow.get_run(args.run_id)  # fails clearly if the run does not exist

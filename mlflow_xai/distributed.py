@@ -56,6 +56,20 @@ def import_ray() -> Any:
     return ray
 
 
+def quiet_ray_data_console() -> None:
+    """Ray Data's console lines at WARNING and above only, for this process.
+
+    Ray Data prints the execution plan and, when stderr is not a terminal, a progress block every few
+    seconds; in a CI log they bury the verdict. Its file log in the Ray session directory keeps
+    everything. The command line calls this unless ``--debug``; a library caller's logging is theirs.
+    """
+    import ray.data  # noqa: F401  (configures the "ray.data" logger's handlers on import)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setLevel(max(handler.level, logging.WARNING))
+
+
 class BatchWorker:
     """One Ray actor: loads the model once, then attributes whole probe batches (one per input row)."""
 
