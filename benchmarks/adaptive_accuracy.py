@@ -8,7 +8,8 @@ and what the marking share (``mlflow_xai.adaptive.MARKING_FRACTION``) and the fi
 * a ReLU/tanh MLP (6-16-16-3, random weights), 200 random inputs and baselines, against a
   20,000-node midpoint reference: kinks and smooth stretches on the same path;
 * the demo's shapes CNN (ReLU, max-pool), 48 held-out images with the zero baseline, against a
-  4096-interval trapezoid reference: thousands of small jumps along every path.
+  4096-node midpoint reference (no node shared with the adaptive rule's dyadic grid): thousands of
+  small jumps along every path.
 
     .venv/bin/python benchmarks/adaptive_accuracy.py [--fractions 0.1 0.3] [--min-steps 9 17 33]
 """
@@ -78,7 +79,8 @@ def study(
         f"({time.perf_counter() - started:.1f} s)"
     )
     print(
-        f"{'marking':>8} {'min_steps':>9} {'evals':>7} {'converged':>10} {'true > tol':>11} {'true max':>9} "
+        f"{'marking':>8} {'min_steps':>9} {'evals':>7} {'steps min-med-max':>18} "
+        f"{'converged':>10} {'true > tol':>11} {'true max':>9} "
         f"{'true / reported (min-median-max)':>34}"
     )
     for fraction, min_steps in settings:
@@ -98,11 +100,13 @@ def study(
         attributions = torch.cat([p.attributions for p in parts])
         converged = torch.cat([p.converged for p in parts])
         reported = torch.cat([p.step_change_rel_l2 for p in parts])
-        evals = int(sum(int(p.steps.sum()) for p in parts))
+        steps = torch.cat([p.steps for p in parts])
+        evals = int(steps.sum())
+        spread = f"{int(steps.min())}-{int(steps.median())}-{int(steps.max())}"
         true = step_change_rel_l2(attributions, reference)[converged]
         ratio = (true / reported[converged]).quantile(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
         print(
-            f"{fraction:>8} {min_steps:>9} {evals:>7} {int(converged.sum()):>5}/{len(x):<4} "
+            f"{fraction:>8} {min_steps:>9} {evals:>7} {spread:>18} {int(converged.sum()):>5}/{len(x):<4} "
             f"{int((true > STEP_CHANGE_TOL).sum()):>11} {true.max():>9.4f} "
             f"{ratio[0]:>20.2f}-{ratio[1]:.2f}-{ratio[2]:.2f}"
         )
@@ -123,7 +127,7 @@ def main() -> None:
     settings = [(fraction, m) for m in args.min_steps for fraction in args.fractions]
     study("ReLU/tanh MLP 6-16-16-3", mixed_mlp(), x, baseline, 20_000, "midpoint", settings, 200)
     model, images = shapes_cnn(48)
-    study("shapes CNN", model, images, torch.zeros_like(images), 4096, "trapezoid", settings, 16)
+    study("shapes CNN", model, images, torch.zeros_like(images), 4096, "midpoint", settings, 16)
 
 
 if __name__ == "__main__":

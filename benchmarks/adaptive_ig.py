@@ -6,9 +6,9 @@ smallest one that passes for every sample, found by a search whose cost is not c
 from 8 upwards (about 15 minutes on 2 cores). Passing is not monotone in n (Gauss-Legendre nodes
 move with n, and a sample at the margin passes at one n and fails at the next: on the demo CNN 78
 fails and 79 passes, while 96, 97 and 112 fail and 98 and 113 pass), so no quicker search is sure
-to find the smallest. ``--quick`` searches a grid and bisects between the last failing and the first passing
-value instead, which lands on 113 there. The fixed side's cost is the attribution at that n alone
-(verifying it would take another 2n per sample).
+to find the smallest. ``--quick`` searches a grid and bisects between the last failing and the
+first passing value instead, which lands on 113 there. The fixed side's cost is the attribution
+at that n alone (verifying it would take another 2n per sample).
 
 A third line is a yardstick, not a method: Gauss-Legendre at each sample's own smallest passing
 n_steps among those tried, as if it were known in advance and needed no verification. It is
@@ -114,7 +114,7 @@ def main() -> None:
     def f(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return model(z).gather(1, t.view(-1, 1)).squeeze(1)
 
-    # ---- fixed Gauss-Legendre (Captum): the smallest n on the grid that passes for every sample
+    # ---- fixed Gauss-Legendre (Captum): the smallest n that passes for every sample
     print("\nCaptum gausslegendre, search over n_steps (n vs 2n):")
     print(f"{'n':>6} {'compl. max':>11} {'change max':>11} {'pass':>6}")
     cache: dict[int, torch.Tensor] = {}
@@ -216,7 +216,7 @@ def main() -> None:
     )
     if not args.fixed_steps:
         # A yardstick no real scheme reaches: Gauss-Legendre at each sample's own smallest passing
-        # n on the grid, known in advance and never verified.
+        # n among those tried, known in advance and never verified.
         oracle = int(first_pass.sum())
         print(
             f"per-sample oracle (each sample's smallest passing Gauss-Legendre n, unverified): "
