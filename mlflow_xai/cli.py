@@ -7,6 +7,7 @@ Exit codes: 0 the gate passed (warnings allowed unless ``fail_on`` lists them), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -100,7 +101,11 @@ def _add_outputs(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--junit", help="write a JUnit XML file (one test case per check)")
     cmd.add_argument("--summary", help="write a markdown summary (also to $GITHUB_STEP_SUMMARY)")
     cmd.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    cmd.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    cmd.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error, and MLflow's and Ray Data's INFO lines",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,12 +195,13 @@ def _audit(args: argparse.Namespace) -> int:
         **({"distributed": {"engine": args.engine}} if args.engine else {}),
     )
     check_gate_config(config, has_baseline=bool(args.baseline_model_uri))
+    quiet_ray: Any = contextlib.nullcontext()
     if config.distributed is not None and config.distributed.engine == "ray":
         from mlflow_xai.distributed import import_ray, quiet_ray_data_console
 
         import_ray()  # a missing Ray is bad usage: exit 2 before a run is opened
         if not args.debug:
-            quiet_ray_data_console()
+            quiet_ray = quiet_ray_data_console()
     probe = prepare_probe(args.probe, config)
     if args.run_id:
         mlflow.get_run(args.run_id)  # fails clearly if the run does not exist
@@ -213,9 +219,12 @@ def _audit(args: argparse.Namespace) -> int:
     experiment_id = _experiment_id(args.experiment) if args.experiment and not args.run_id else None
     # An exception (an error, Ctrl-C, SIGTERM) inside this block ends the run as FAILED; finished
     # batches stay in the cache for --resume.
-    with mlflow.start_run(
-        run_id=args.run_id, experiment_id=experiment_id, run_name=None if args.run_id else "xai-audit"
-    ) as active:
+    with (
+        quiet_ray,
+        mlflow.start_run(
+            run_id=args.run_id, experiment_id=experiment_id, run_name=None if args.run_id else "xai-audit"
+        ) as active,
+    ):
         run_id = active.info.run_id
         mlflow.set_tags({"mlflow_xai.model_uri": args.model_uri, "xai.status": "running"})
         progress = False if args.quiet else None  # a bar on stderr, only on a terminal

@@ -56,18 +56,29 @@ def import_ray() -> Any:
     return ray
 
 
-def quiet_ray_data_console() -> None:
-    """Ray Data's console lines at WARNING and above only, for this process.
+@contextmanager
+def quiet_ray_data_console() -> Iterator[None]:
+    """Within the block, Ray Data's console lines at WARNING and above only.
 
-    Ray Data prints the execution plan and, when stderr is not a terminal, a progress block every few
+    Ray Data prints the execution plan and, when stdout is not a terminal, a progress block every few
     seconds; in a CI log they bury the verdict. Its file log in the Ray session directory keeps
-    everything. The command line calls this unless ``--debug``; a library caller's logging is theirs.
+    everything. The command line uses this unless ``--debug``; a library caller's logging is theirs.
     """
     import ray.data  # noqa: F401  (configures the "ray.data" logger's handlers on import)
 
-    for handler in logging.getLogger("ray.data").handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setLevel(max(handler.level, logging.WARNING))
+    console = [
+        handler
+        for handler in logging.getLogger("ray.data").handlers
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+    ]
+    levels = [handler.level for handler in console]
+    for handler in console:
+        handler.setLevel(max(handler.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for handler, level in zip(console, levels, strict=True):
+            handler.setLevel(level)
 
 
 class BatchWorker:
