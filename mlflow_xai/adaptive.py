@@ -103,10 +103,11 @@ MARKING_FRACTION = 0.1
 #: weighs it by h/2, and the baseline itself is often a degenerate point: from a zero (or any
 #: constant) image every max-pool window is a tie and every ReLU sits at its bias. On the demo CNN
 #: that point alone cost 8% of the evaluations (14,462 against 13,314 in benchmarks/adaptive_ig.py),
-#: spent halving the first interval until its weight stopped mattering. 2^-16 is 1/128 of the finest interval at the default max_steps, and large
-#: enough that x' + alpha (x - x') differs from x' in float32 wherever |x - x'| > 2^-8 |x'|. In
-#: float16 and bfloat16 it can round away (1 - 2^-16 is 1 there, and small steps from a nonzero
-#: baseline vanish): those ends are then evaluated at the ends themselves.
+#: spent halving the first interval until its weight stopped mattering. 2^-16 is 1/128 of the
+#: finest interval at the default max_steps, and large enough that x' + alpha (x - x') differs
+#: from x' in float32 wherever |x - x'| > 2^-8 |x'|. In float16 and bfloat16 it can round away
+#: (1 - 2^-16 is 1 there, and small steps from a nonzero baseline vanish): those ends are then
+#: evaluated at the ends themselves.
 ENDPOINT_OFFSET = 2.0**-16
 
 
