@@ -60,20 +60,13 @@ def study(
     def f(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return model(z).gather(1, t.view(-1, 1)).squeeze(1)
 
+    def in_batches(method, **kwargs) -> list:
+        """``method`` on each batch of ``batch_size`` samples."""
+        spans = [slice(s, s + batch_size) for s in range(0, len(x), batch_size)]
+        return [method(f, x[b], baseline[b], target[b], **kwargs) for b in spans]
+
     started = time.perf_counter()
-    reference = torch.cat(
-        [
-            integrated_gradients(
-                f,
-                x[s : s + batch_size],
-                baseline[s : s + batch_size],
-                target[s : s + batch_size],
-                n_steps=reference_steps,
-                rule=rule,
-            )
-            for s in range(0, len(x), batch_size)
-        ]
-    )
+    reference = torch.cat(in_batches(integrated_gradients, n_steps=reference_steps, rule=rule))
     print(
         f"\n{name}: {len(x)} samples; reference {rule} n={reference_steps} "
         f"({time.perf_counter() - started:.1f} s)"
@@ -85,18 +78,12 @@ def study(
     )
     for fraction, min_steps in settings:
         adaptive.MARKING_FRACTION = fraction
-        parts = [
-            adaptive_integrated_gradients(
-                f,
-                x[s : s + batch_size],
-                baseline[s : s + batch_size],
-                target[s : s + batch_size],
-                completeness_tolerance=COMPLETENESS_TOL,
-                step_change_tolerance=STEP_CHANGE_TOL,
-                min_steps=min_steps,
-            )
-            for s in range(0, len(x), batch_size)
-        ]
+        parts = in_batches(
+            adaptive_integrated_gradients,
+            completeness_tolerance=COMPLETENESS_TOL,
+            step_change_tolerance=STEP_CHANGE_TOL,
+            min_steps=min_steps,
+        )
         attributions = torch.cat([p.attributions for p in parts])
         converged = torch.cat([p.converged for p in parts])
         reported = torch.cat([p.step_change_rel_l2 for p in parts])
