@@ -82,6 +82,8 @@ def find_trained() -> tuple[str, str, float] | None:
 def run_demo(*, config: str | None = None, retrain: bool = False, n_probe: int = 256) -> int:
     import mlflow
 
+    from mlflow_xai.config import load_config
+
     found = None if retrain else find_trained()
     if found is None:
         print("training the shapes CNN on the CPU ...", flush=True)
@@ -95,7 +97,8 @@ def run_demo(*, config: str | None = None, retrain: bool = False, n_probe: int =
     probe = probe.subset(slice(0, n_probe))
     evaluator_config = {"config": config} if config else {}
     mlflow.set_experiment(EXPERIMENT)
-    print(f"auditing {len(probe)} probe samples ...", flush=True)
+    audited = len(probe) if (limit := load_config(config).max_samples) is None else min(limit, len(probe))
+    print(f"auditing {audited} of {len(probe)} probe samples ...", flush=True)
     with mlflow.start_run(run_name="xai-audit") as run:
         mlflow.set_tag("mlflow_xai.model_run_id", train_run)
         result = mlflow.models.evaluate(
