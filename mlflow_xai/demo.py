@@ -115,8 +115,12 @@ def run_demo(*, config: str | None = None, retrain: bool = False, n_probe: int =
     verdict = mlflow.get_run(run.info.run_id).data.tags.get("xai.verdict", "n/a")
     print(f"verdict: {verdict}")
     print(f"audit run: {run.info.run_id} (experiment {EXPERIMENT!r})")
-    print(f"tracking store: {mlflow.get_tracking_uri()}")
-    print("open it with:  mlflow ui --backend-store-uri sqlite:///mlflow.db   (then http://127.0.0.1:5000)")
+    store = mlflow.get_tracking_uri()
+    print(f"tracking store: {store}")
+    if store.startswith(("http://", "https://")):
+        print(f"open it at:  {store}")
+    else:
+        print(f"open it with:  mlflow ui --backend-store-uri {store}   (then http://127.0.0.1:5000)")
     print("in the run's artifacts: xai/report.html (start here), xai/<method>/sheet.png and masks.npz,")
     print("xai/summary.json, xai/per_sample.csv")
     return 0

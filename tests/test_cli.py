@@ -364,7 +364,8 @@ def test_sigterm_marks_the_run_failed_and_resume_finishes_it(tracking_store, sma
 
 
 def test_example_model_passes_the_shipped_ci_gate(tracking_store, tmp_path, capsys):
-    """The demo's CNN, trained as `make demo` trains it, passes configs/ci-gate.yaml as shipped."""
+    """The demo's CNN, trained as `make demo` trains it, passes configs/ci-gate.yaml as shipped; the
+    demo itself then reuses it."""
     from pathlib import Path
 
     from mlflow_xai.demo import shapes_split, train_and_log
@@ -400,3 +401,16 @@ def test_example_model_passes_the_shipped_ci_gate(tracking_store, tmp_path, caps
     (run,) = mlflow.search_runs(experiment_names=["shipped"], output_format="list")
     assert run.data.tags["xai.gate"] in {"pass", "warn"}
     assert run.data.metrics["xai/integrated_gradients/converged_fraction"] == 1.0
+
+    # `make demo` on the same store reuses that model, audits it and says where to look.
+    assert main(["demo", "--config", str(config.with_name("default.yaml"))]) == 0
+    out = capsys.readouterr().out
+    assert "reusing the trained model" in out and "auditing 64 of 256 probe samples" in out, out
+    assert "verdict: pass" in out and f"--backend-store-uri {tracking_store}" in out, out
+    (audit_run,) = mlflow.search_runs(
+        experiment_names=["mlflow-xai-demo"],
+        filter_string="attributes.run_name = 'xai-audit'",
+        output_format="list",
+    )
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(audit_run.info.run_id, "xai")}
+    assert "xai/report.html" in artifacts
