@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--config", help="audit config YAML (default: the built-in defaults)")
     demo.add_argument("--retrain", action="store_true", help="train a new model even if one exists")
+    demo.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error, and MLflow's INFO lines"
+    )
 
     run = sub.add_parser(
         "audit",
@@ -115,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     keep_freed_memory()  # this process is ours: trade kept memory for passes without page faults
-    if args.command == "demo":
-        from mlflow_xai.demo import run_demo
-
-        return run_demo(config=args.config, retrain=args.retrain)
-    command = {"audit": _audit, "gate": _gate, "validate-config": _validate}[args.command]
+    command = {"demo": _demo, "audit": _audit, "gate": _gate, "validate-config": _validate}[args.command]
     # MLflow's own INFO lines (database set-up, model loading) would bury the verdict; --debug shows them.
     mlflow_logger = logging.getLogger("mlflow")
     level = mlflow_logger.level
@@ -139,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         mlflow_logger.setLevel(level)
         signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from mlflow_xai.demo import run_demo
+
+    return run_demo(config=args.config, retrain=args.retrain)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

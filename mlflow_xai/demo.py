@@ -84,6 +84,7 @@ def run_demo(*, config: str | None = None, retrain: bool = False, n_probe: int =
 
     from mlflow_xai.config import load_config
 
+    max_samples = load_config(config).max_samples  # a bad config fails here, before any training
     found = None if retrain else find_trained()
     if found is None:
         print("training the shapes CNN on the CPU ...", flush=True)
@@ -97,7 +98,7 @@ def run_demo(*, config: str | None = None, retrain: bool = False, n_probe: int =
     probe = probe.subset(slice(0, n_probe))
     evaluator_config = {"config": config} if config else {}
     mlflow.set_experiment(EXPERIMENT)
-    audited = len(probe) if (limit := load_config(config).max_samples) is None else min(limit, len(probe))
+    audited = len(probe) if max_samples is None else min(max_samples, len(probe))
     print(f"auditing {audited} of {len(probe)} probe samples ...", flush=True)
     with mlflow.start_run(run_name="xai-audit") as run:
         mlflow.set_tag("mlflow_xai.model_run_id", train_run)

@@ -282,6 +282,18 @@ def test_bad_input_exits_2_with_one_line(
     assert experiment is None or not mlflow.search_runs([experiment.experiment_id], output_format="list")
 
 
+def test_demo_with_a_bad_config_exits_2_before_training(tracking_store, tmp_path, capsys):
+    config = _write(tmp_path, "c.yaml", "max_samples: -1\n")
+    capsys.readouterr()
+    assert main(["demo", "--config", config]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        "mlflow-xai: error: invalid config: max_samples must be an integer >= 1, got -1"
+    ]
+    assert "training" not in captured.out
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
 def test_bad_config_in_a_subprocess_has_no_traceback(tmp_path):
     config = _write(tmp_path, "c.yaml", "methods:\n  integrated_gradient: {}\n")
     out = _cli("validate-config", config, cwd=tmp_path)
