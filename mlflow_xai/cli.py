@@ -271,12 +271,25 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _experiment_id(name: str) -> str:
-    """The id of experiment ``name``, created if missing (no process-wide active experiment)."""
+    """The id of experiment ``name``, created if missing (no process-wide active experiment).
+
+    Two audits started at once (two CI jobs) may both find it missing; the one whose create loses
+    the race takes the experiment the other created.
+    """
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    return client.get_experiment_by_name(name).experiment_id
 
 
 def _write_folder_atomically(report: Any, target: str, extra_files: dict[str, str], write: Any) -> None:

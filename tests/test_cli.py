@@ -294,6 +294,23 @@ def test_demo_with_a_bad_config_exits_2_before_training(tracking_store, tmp_path
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
 
 
+def test_an_experiment_created_by_a_concurrent_audit_is_taken_not_an_error(tracking_store, monkeypatch):
+    # The race of two audits started at once: both look the experiment up before either creates it.
+    from mlflow_xai.cli import _experiment_id
+
+    existing = MlflowClient().create_experiment("raced")  # the other audit won the race
+    lookup = MlflowClient.get_experiment_by_name
+    calls = []
+
+    def stale_first_lookup(self, name):
+        calls.append(name)
+        return None if len(calls) == 1 else lookup(self, name)
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", stale_first_lookup)
+    assert _experiment_id("raced") == existing
+    assert len(calls) == 2
+
+
 def test_bad_config_in_a_subprocess_has_no_traceback(tmp_path):
     config = _write(tmp_path, "c.yaml", "methods:\n  integrated_gradient: {}\n")
     out = _cli("validate-config", config, cwd=tmp_path)
