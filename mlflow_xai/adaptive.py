@@ -5,7 +5,8 @@ refines where the integrand changes. Every interval has its ends and its midpoin
 carries two estimates (trapezoid on the interval, and on its two halves); their difference over
 the whole path is the step change. Each sample is refined until two checks hold at once:
 
-* completeness: ``|sum(a) - (F(x) - F(x'))| / |F(x) - F(x')|`` within ``completeness_tolerance``;
+* completeness: ``|sum(a) - (F(x) - F(x'))| / |F(x) - F(x')|`` within ``completeness_tolerance``
+  (beyond the outputs' rounding, as ``mlflow_xai.checks`` defines it);
 * step change: ``||a_fine - a_coarse|| / ||a_fine||`` within ``step_change_tolerance``, which
   compares the attributions themselves (a small completeness error alone can hide errors that
   cancel in the sum). On equal intervals this is exactly the n vs 2n comparison.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mlflow_xai.checks import completeness_error
 from mlflow_xai.quadrature import nested_trapezoid_intervals
 
 ExplainedOutput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -35,8 +37,8 @@ ExplainedOutput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def step_change_rel_l2(coarse: torch.Tensor, fine: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
     """||fine - coarse|| / max(||fine||, floor) per sample (float64, shape (B,)); 0/0 is 0, x/0 is inf.
 
-    With a ``floor``, attributions that are all but zero are judged in absolute terms, as
-    ``completeness_rel_error`` judges a near-zero output gap: noise over noise proves nothing.
+    With a ``floor``, attributions that are all but zero are judged in absolute terms (the floor
+    is the completeness check's ``degenerate_floor``): noise over noise proves nothing.
     """
     diff = (fine.double() - coarse.double()).flatten(1).norm(dim=1)
     size = fine.double().flatten(1).norm(dim=1).clamp_min(floor)
@@ -73,19 +75,6 @@ def spearman_rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (ra * rb).sum(dim=1) / (ra.norm(dim=1) * rb.norm(dim=1))
 
 
-def completeness_rel_error(
-    attributions: torch.Tensor, output_gap: torch.Tensor, gap_floor: float = 1e-6
-) -> torch.Tensor:
-    """|sum(a) - (F(x) - F(x'))| / max(|F(x) - F(x')|, gap_floor) per sample (float64, (B,)).
-
-    The floor keeps a near-degenerate baseline from demanding an impossible relative accuracy: there
-    the error is judged against ``gap_floor`` instead, i.e. in absolute terms.
-    """
-    total = attributions.double().flatten(1).sum(dim=1)
-    gap = output_gap.double()
-    return (total - gap).abs() / gap.abs().clamp_min(gap_floor)
-
-
 # --------------------------------------------------------------------------------------------------
 # Adaptive Integrated Gradients
 
@@ -119,7 +108,7 @@ class AdaptiveIGResult:
     steps: torch.Tensor  # (B,) int64: gradient evaluations spent on the sample (always odd)
     step_change_rel_l2: torch.Tensor  # (B,) float64: ||a_fine - a_coarse|| / ||a_fine|| at the last check
     step_change_spearman: torch.Tensor  # (B,) float64: rank correlation of a_coarse and a_fine
-    completeness_rel_error: torch.Tensor  # (B,) float64, of the returned attributions
+    completeness_rel_error: torch.Tensor  # (B,) float64, of the returned attributions; NaN if degenerate
     converged: torch.Tensor  # (B,) bool: both tolerances met within max_steps
     output_at_input: torch.Tensor  # (B,) F(x), in the output's dtype
     output_at_baseline: torch.Tensor  # (B,) F(x')
@@ -260,7 +249,7 @@ def adaptive_integrated_gradients(
     min_steps: int = 33,
     max_steps: int = 513,
     internal_batch_size: int = 512,
-    gap_floor: float = 1e-6,
+    degenerate_floor: float = 1e-6,
     node_memory: int = 2 << 30,
 ) -> AdaptiveIGResult:
     """IG by composite trapezoid on a partition of the path refined per sample, where it is needed.
@@ -272,7 +261,9 @@ def adaptive_integrated_gradients(
     two evaluations at its quarter points), never below ``1/finest`` of the path, with ``finest``
     the largest power of two such that finest + 1 <= ``max_steps``, and never past ``max_steps``
     evaluations. A sample that meets both tolerances returns ``fine``; one that runs out of budget
-    returns its ``fine`` marked not converged.
+    returns its ``fine`` marked not converged. Completeness is judged as the check judges it
+    (``mlflow_xai.checks.completeness_error``, with ``degenerate_floor``): a sample whose baseline is
+    degenerate converges on its step change alone.
 
     Every evaluated gradient is kept until its group of samples is done, so samples are taken in
     groups whose nodes fit ``node_memory`` bytes even if each used ``max_steps``: one group for small inputs,
@@ -295,7 +286,7 @@ def adaptive_integrated_gradients(
                 min_steps=min_steps,
                 max_steps=max_steps,
                 internal_batch_size=internal_batch_size,
-                gap_floor=gap_floor,
+                degenerate_floor=degenerate_floor,
                 node_memory=node_memory,
             )
             for start in range(0, batch, group)
@@ -306,7 +297,7 @@ def adaptive_integrated_gradients(
     delta = x - baseline
     with torch.no_grad():
         at_input, at_baseline = f(x, target), f(baseline, target)
-    output_gap = at_input.double() - at_baseline.double()
+    eps = torch.finfo(at_input.dtype).eps
 
     def densities(samples: torch.Tensor, positions: torch.Tensor) -> Iterator[torch.Tensor]:
         """(x - x') * dF/dx at the given (sample, grid position) pairs, one row each."""
@@ -319,7 +310,7 @@ def adaptive_integrated_gradients(
             step = delta[b]
             points = torch.addcmul(baseline[b], alpha, step).requires_grad_(True)
             (grads,) = torch.autograd.grad(f(points, target[b]).sum(), points)
-            yield grads.mul_(step)
+            yield grads * step  # never in place: autograd may return an expanded gradient
 
     partition = _Partition(x, finest)
     # The first partition: m intervals of `unit` grid units, each with its midpoint.
@@ -349,9 +340,18 @@ def adaptive_integrated_gradients(
     active = torch.arange(batch)
     while len(active):
         fine, coarse = partition.fine[active], partition.coarse[active]
-        change[active] = step_change_rel_l2(coarse, fine, floor=gap_floor)
-        completeness[active] = completeness_rel_error(fine, output_gap[active], gap_floor)
-        met = (change[active] <= step_change_tolerance) & (completeness[active] <= completeness_tolerance)
+        change[active] = step_change_rel_l2(coarse, fine, floor=degenerate_floor)
+        error, degenerate = completeness_error(
+            fine.sum(dim=1),
+            at_input[active],
+            at_baseline[active],
+            degenerate_floor=degenerate_floor,
+            eps=eps,
+        )
+        completeness[active] = error
+        # A degenerate baseline's completeness cannot be judged (the check leaves it out too): such
+        # a sample converges on its step change alone.
+        met = (change[active] <= step_change_tolerance) & (degenerate | (error <= completeness_tolerance))
         converged[active] = met
         active = active[~met.cpu()]
         marked = _mark(partition, active, max_steps)

@@ -17,15 +17,22 @@ import torch.nn.functional as F
 
 from mlflow_xai.config import BaselineConfig
 from mlflow_xai.errors import ConfigError, ProbeError
+from mlflow_xai.seeding import sample_generator
 
 
 def make_baseline(
-    config: BaselineConfig, x: torch.Tensor, *, probe_mean: torch.Tensor | None = None
+    config: BaselineConfig,
+    x: torch.Tensor,
+    *,
+    probe_mean: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One baseline per sample of the batch ``x``: a tensor of ``x``'s shape, device and dtype.
 
     ``probe_mean`` (one input's shape, or broadcastable to it) is the mean input of the probe set;
-    only the ``probe_mean`` kind uses it, and that kind cannot be built without it.
+    only the ``probe_mean`` kind uses it, and that kind cannot be built without it. ``positions``
+    are the samples' indices in the probe set (default 0, 1, ...): a ``uniform`` baseline is drawn
+    per sample from (seed, position), so it does not depend on how the probe set is batched.
     """
     kind = config.kind
     if kind == "zeros":
@@ -35,7 +42,12 @@ def make_baseline(
     if kind == "blur":
         return gaussian_blur(x, config.sigma)
     if kind == "uniform":
-        return uniform_noise(tuple(x.shape), config.low, config.high, config.seed).to(x)
+        positions = torch.arange(len(x)) if positions is None else positions
+        if len(positions) != len(x):
+            raise ValueError(f"{len(positions)} positions for a batch of {len(x)} samples")
+        shape = tuple(x.shape[1:])
+        draws = [uniform_noise(shape, config.low, config.high, config.seed, int(p)) for p in positions]
+        return torch.stack(draws).to(x)
     if kind == "probe_mean":
         if probe_mean is None:
             raise ConfigError(
@@ -54,21 +66,23 @@ def make_baseline_distribution(
     n: int,
     *,
     probe_mean: torch.Tensor | None = None,
+    position: int = 0,
 ) -> torch.Tensor:
-    """A set of baselines shared by every sample of ``x``, shape ``(m, *x.shape[1:])``.
+    """The baseline distribution of the sample at ``position``: shape ``(m, *x.shape[1:])``.
 
-    Sampling methods (GradientShap, DeepLiftShap) draw from one distribution for the whole batch.
-    The ``uniform`` kind gives ``n`` independent draws; the deterministic kinds give one baseline.
-    ``blur`` depends on each input and so cannot be shared: it is refused.
+    Sampling methods (GradientShap, DeepLiftShap) draw from a set of baselines. The ``uniform``
+    kind gives ``n`` independent draws, seeded by (seed, position); the deterministic kinds give
+    one baseline. ``blur`` depends on each input and is not a distribution: it is refused.
     """
     if config.kind == "blur":
         raise ConfigError(
             "baseline kind 'blur' depends on each input, but this method draws its baselines from "
-            "one distribution shared by the batch; use zeros, constant, uniform, probe_mean or file"
+            "a distribution; use zeros, constant, uniform, probe_mean or file"
         )
-    count = n if config.kind == "uniform" else 1
-    template = x[:1].expand(count, *x.shape[1:])
-    return make_baseline(config, template, probe_mean=probe_mean)
+    if config.kind == "uniform":
+        shape = (n, *x.shape[1:])
+        return uniform_noise(shape, config.low, config.high, config.seed, position).to(x)
+    return make_baseline(config, x[:1], probe_mean=probe_mean)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -96,9 +110,12 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return out.contiguous()
 
 
-def uniform_noise(shape: tuple[int, ...], low: float, high: float, seed: int) -> torch.Tensor:
-    """Noise uniform in [low, high), the same for the same seed and shape (float32, CPU)."""
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+def uniform_noise(
+    shape: tuple[int, ...], low: float, high: float, seed: int, position: int = 0
+) -> torch.Tensor:
+    """Noise uniform in [low, high) for the sample at ``position`` (float32, CPU): the same for the
+    same seed, position and shape."""
+    generator = sample_generator(seed, position, "baseline")
     return low + (high - low) * torch.rand(shape, generator=generator)
 
 

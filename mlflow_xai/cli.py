@@ -199,7 +199,6 @@ def _audit(args: argparse.Namespace) -> int:
         **({"device": args.device} if args.device else {}),
         **({"distributed": {"engine": args.engine}} if args.engine else {}),
     )
-    check_gate_config(config, has_baseline=bool(args.baseline_model_uri))
     quiet_ray: Any = contextlib.nullcontext()
     if config.distributed is not None and config.distributed.engine == "ray":
         from mlflow_xai.distributed import import_ray, quiet_ray_data_console
@@ -208,6 +207,12 @@ def _audit(args: argparse.Namespace) -> int:
         if not args.debug:
             quiet_ray = quiet_ray_data_console()
     probe = prepare_probe(args.probe, config)
+    check_gate_config(
+        config,
+        has_baseline=bool(args.baseline_model_uri),
+        has_labels=probe.labels is not None,
+        has_masks=probe.masks is not None,
+    )
     if args.run_id:
         mlflow.get_run(args.run_id)  # fails clearly if the run does not exist
     model = _load_pytorch_model(args.model_uri)

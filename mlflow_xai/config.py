@@ -164,6 +164,14 @@ class OcclusionConfig(_Strict):
                 f"strides {self.strides} and sliding_window_shapes {self.sliding_window_shapes} "
                 "must have the same length (one entry per input dimension)"
             )
+        pairs = zip(self.strides, self.sliding_window_shapes, strict=True)
+        wider = [axis for axis, (stride, window) in enumerate(pairs) if stride > window]
+        if wider:
+            raise ValueError(
+                f"strides {self.strides} exceed sliding_window_shapes {self.sliding_window_shapes} on "
+                f"axis {', '.join(map(str, wider))}: features between two windows would be covered by "
+                "none and get no attribution; each stride must be <= its window entry"
+            )
         return self
 
 

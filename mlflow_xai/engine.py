@@ -31,7 +31,7 @@ from mlflow_xai.errors import ModelError, ProbeError
 from mlflow_xai.ig_plots import IGPathProfiles, ig_path_profiles
 from mlflow_xai.loaders import load_probe
 from mlflow_xai.methods import build
-from mlflow_xai.methods.base import Attribution
+from mlflow_xai.methods.base import Attribution, AttributionContext, concat_attributions
 from mlflow_xai.model import ModelHandle, audit_mode, resolve_autocast, resolve_device, tf32_mode
 from mlflow_xai.probe import ProbeSet, release_pages
 from mlflow_xai.report import AuditReport, MethodResult
@@ -125,10 +125,7 @@ class BatchAttributor:
         )
         for method in self.methods.values():
             method.check_model(self.handle)  # hooks on an exported graph, layer names, ReLU modules
-        if probe_mean is not None:
-            mean = torch.from_numpy(probe_mean).to(self.device)
-            for method in self.methods.values():
-                getattr(method, "inner", method).probe_mean = mean  # noise_tunnel: its inner method's
+        self.probe_mean = None if probe_mean is None else torch.from_numpy(probe_mean).to(self.device)
         self.splitters = {name: _BatchSplitter(name) for name in self.methods}
         self.mask_dtype = np.dtype(cfg.artifacts.mask_dtype)
         self.dtype = _input_dtype(model)
@@ -149,9 +146,13 @@ class BatchAttributor:
             method.check_input(self.handle, x)
 
     def run(self, start: int, inputs: np.ndarray, labels: np.ndarray | None, ids: np.ndarray) -> BatchResult:
-        # Every batch starts from the same seed, so a batch's result does not depend on which
-        # worker ran it or on what ran before it (resumed and distributed audits match local ones).
-        torch.manual_seed(self.cfg.seed + start)
+        # Random methods and baselines draw per sample from (seed, position in the probe set), so a
+        # sample's result depends neither on its batch nor on the worker that ran it.
+        context = AttributionContext(
+            torch.arange(start, start + len(inputs)),
+            probe_mean=self.probe_mean,
+            degenerate_floor=self.cfg.checks.completeness.degenerate_floor,
+        )
         x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device=self.device, dtype=self.dtype)
         with torch.no_grad():
             scores = self.handle.scores(x)
@@ -160,7 +161,7 @@ class BatchAttributor:
         out: dict[str, MethodBatch] = {}
         for name, method in self.methods.items():
             started = time.perf_counter()
-            result = self.splitters[name].attribute(method, self.handle, x, target)
+            result = self.splitters[name].attribute(method, self.handle, x, target, context)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             seconds = time.perf_counter() - started
@@ -198,6 +199,7 @@ class BatchAccumulator:
         self.sums = {name: np.full(n, np.nan) for name in checked}
         self.at_input = {name: np.full(n, np.nan) for name in checked}
         self.at_baseline = {name: np.full(n, np.nan) for name in checked}
+        self.output_eps = torch.finfo(attributor.dtype).eps  # F(x) and F(x') are in the model's dtype
         self.seconds = dict.fromkeys(attributor.methods, 0.0)
         self.extras: dict[str, dict[str, np.ndarray]] = {name: {} for name in attributor.methods}
 
@@ -240,6 +242,7 @@ class BatchAccumulator:
                     self.at_baseline[name],
                     tolerance=cfg.checks.completeness.tolerance,
                     degenerate_floor=cfg.checks.completeness.degenerate_floor,
+                    eps=self.output_eps,
                 )
             values.flush()
             results[name] = MethodResult(name, values, self.seconds[name], completeness, self.extras[name])
@@ -357,6 +360,7 @@ def finish_report(
     with attributor.session():
         ig_profiles = _ig_profiles(
             attributor.methods,
+            attributor.probe_mean,
             attributor.handle,
             probe,
             gathered.targets,
@@ -471,14 +475,21 @@ class _BatchSplitter:
         self.splits = 0
 
     def attribute(
-        self, method: Any, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor
+        self,
+        method: Any,
+        handle: ModelHandle,
+        x: torch.Tensor,
+        target: torch.Tensor,
+        context: AttributionContext,
     ) -> Attribution:
         pieces: list[Attribution] = []
         start, n = 0, len(x)
         while start < n:
             size = n - start if self.limit is None else min(self.limit, n - start)
+            rows = slice(start, start + size)
             try:
-                pieces.append(method.attribute(handle, x[start : start + size], target[start : start + size]))
+                piece = method.attribute(handle, x[rows], target[rows], context.rows(start, start + size))
+                pieces.append(piece)
             except torch.cuda.OutOfMemoryError as exc:
                 if size == 1:
                     raise ModelError(
@@ -492,19 +503,7 @@ class _BatchSplitter:
                 self.splits += 1
                 continue
             start += size
-        return pieces[0] if len(pieces) == 1 else _concat(pieces)
-
-
-def _concat(pieces: list[Attribution]) -> Attribution:
-    def cat(values: list[torch.Tensor | None]) -> torch.Tensor | None:
-        return None if values[0] is None else torch.cat(values)  # type: ignore[arg-type]
-
-    return Attribution(
-        values=torch.cat([p.values for p in pieces]),
-        output_at_input=cat([p.output_at_input for p in pieces]),
-        output_at_baseline=cat([p.output_at_baseline for p in pieces]),
-        extras={key: torch.cat([p.extras[key] for p in pieces]) for key in pieces[0].extras},
-    )
+        return concat_attributions(pieces)
 
 
 @contextmanager
@@ -555,17 +554,19 @@ def _check_fits(handle: ModelHandle, probe: ProbeSet, dtype: torch.dtype) -> int
 
 
 def _check_targets(spec: str | int, probe: ProbeSet, classes: int) -> None:
-    """A fixed target or every probe label (with ``target: label``) must be a class of the model."""
-    allowed = f"the model has {classes} classes, so a target must be 0 to {classes - 1}"
+    """A fixed target and every probe label must be a class of the model, whatever the target:
+    labels also score the accuracy, and a 1-based label would be scored as the wrong class."""
+    allowed = f"the model has {classes} classes, so a class must be 0 to {classes - 1}"
     if isinstance(spec, int) and spec >= classes:
         raise ProbeError(f"target class {spec} is out of range: {allowed}")
-    if spec == "label" and probe.labels is not None:
+    if probe.labels is not None:
         bad = np.flatnonzero((probe.labels < 0) | (probe.labels >= classes))
         if len(bad):
             first = bad[0]
             raise ProbeError(
-                f"target class {int(probe.labels[first])} is out of range: {allowed}; it is the "
-                f"label of probe sample {str(probe.ids[first])!r} ({len(bad)} such label(s))"
+                f"label {int(probe.labels[first])} of probe sample {str(probe.ids[first])!r} is out of "
+                f"range: {allowed} ({len(bad)} such label(s)); labels are class indices of the model, "
+                "counted from 0"
             )
 
 
@@ -608,6 +609,7 @@ def _probe_mean(probe: ProbeSet, chunk: int = 1024) -> np.ndarray:
 
 def _ig_profiles(
     methods: dict[str, Any],
+    probe_mean: torch.Tensor | None,
     handle: ModelHandle,
     probe: ProbeSet,
     targets: np.ndarray,
@@ -620,7 +622,7 @@ def _ig_profiles(
     if ig is None or count == 0:
         return None
     x = torch.from_numpy(np.array(probe.inputs[:count])).to(handle.device, dtype)
-    baseline = make_baseline(ig.config.baseline, x, probe_mean=ig.probe_mean)
+    baseline = make_baseline(ig.config.baseline, x, probe_mean=probe_mean, positions=torch.arange(count))
     target = torch.from_numpy(targets[:count]).to(handle.device)
     return ig_path_profiles(
         handle.explained, x, baseline, target, ids=probe.ids[:count].tolist(), max_steps=257

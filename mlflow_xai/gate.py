@@ -6,6 +6,7 @@ Judging reads metrics only, so ``mlflow-xai audit`` (fresh metrics) and ``mlflow
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -15,6 +16,7 @@ import numpy as np
 
 from mlflow_xai.config import AuditConfig, GateConfig, ThresholdConfig
 from mlflow_xai.errors import ConfigError
+from mlflow_xai.report import metric_catalogue
 
 LEVELS = ("pass", "warn", "fail")
 
@@ -59,7 +61,9 @@ def judge(
 ) -> GateResult:
     """Judge ``metrics`` (``xai/<method>/<quantity>`` -> float) by ``config.gate``.
 
-    A gate that evaluates no check, names a metric the audit did not produce, or asks for a
+    A threshold whose metric the configured methods produce, but which has no value in this
+    audit (every baseline degenerate: the model gave nothing to judge), fails with the reason. A
+    gate that evaluates no check, names a metric no configured method can produce, or asks for a
     relative threshold without baseline metrics is an error, never a pass.
     """
     gate: GateConfig = config.gate
@@ -70,13 +74,13 @@ def judge(
             check = _method_check(method, metrics, tolerance)
             if check is not None:
                 checks.append(check)
+    catalogue = metric_catalogue(config) if gate.thresholds else {}
     for name, threshold in gate.thresholds.items():
         if name not in metrics:
-            available = ", ".join(sorted(k for k in metrics if k.startswith("xai/")))
-            raise ConfigError(
-                f"gate.thresholds names metric {name!r}, which this audit did not produce; "
-                f"available: {available}"
-            )
+            if name not in catalogue:
+                raise ConfigError(_unknown_metric(name, catalogue))
+            checks.append(GateCheck(name, "threshold", "fail", _why_missing(name, metrics)))
+            continue
         base = None
         if threshold.relative:
             if baseline_metrics is None or name not in baseline_metrics:
@@ -87,29 +91,85 @@ def judge(
             base = float(baseline_metrics[name])
         checks.append(_threshold_check(name, float(metrics[name]), threshold, base))
     if not checks:
-        raise ConfigError(
-            "the gate evaluated no check: enable a method with a completeness check "
-            "(integrated_gradients, deeplift, deeplift_shap, gradient_shap) or add gate.thresholds"
-        )
+        raise ConfigError(_NO_CHECK)
     return GateResult(checks, tuple(gate.fail_on))
 
 
-def check_gate_config(config: AuditConfig, *, has_baseline: bool) -> None:
-    """What can be checked before any compute: thresholds name enabled methods (or ``probe``), and
-    relative thresholds have a baseline model to compare with."""
-    enabled = set(config.methods.enabled())
+_NEEDS = {
+    "labels": "probe labels",
+    "masks": "ground-truth masks in the probe set",
+    "baseline_model": "a baseline model to compare with (--baseline-model-uri)",
+}
+
+
+def check_gate_config(
+    config: AuditConfig, *, has_baseline: bool, has_labels: bool = True, has_masks: bool = True
+) -> None:
+    """Everything about the gate that can be known before any compute: every threshold names a
+    metric that the enabled methods, as configured, produce on this probe set (each method declares
+    its metrics); relative thresholds have a baseline model; and the gate checks something."""
+    catalogue = metric_catalogue(config)
+    available = {"labels": has_labels, "masks": has_masks, "baseline_model": has_baseline}
     for name, threshold in config.gate.thresholds.items():
-        method = name.split("/")[1]
-        if method != "probe" and method not in enabled:
-            raise ConfigError(
-                f"gate.thresholds names metric {name!r}, which this audit did not produce: method "
-                f"{method!r} is not enabled (enabled: {', '.join(sorted(enabled))})"
-            )
+        if name not in catalogue:
+            raise ConfigError(_unknown_metric(name, catalogue))
+        need = catalogue[name]
+        if need and not available[need]:
+            raise ConfigError(f"gate.thresholds names metric {name!r}, which needs {_NEEDS[need]}")
         if threshold.relative and not has_baseline:
             raise ConfigError(
                 f"gate.thresholds.{name} is relative to the baseline model, but no baseline "
                 "metrics are available; pass --baseline-model-uri"
             )
+    if not config.gate.thresholds and not (config.gate.method_checks and _checked_methods(config)):
+        raise ConfigError(_NO_CHECK)
+
+
+_NO_CHECK = (
+    "the gate evaluates no check: enable a method with a completeness check "
+    "(integrated_gradients, deeplift, deeplift_shap, gradient_shap) with gate.method_checks true, "
+    "or add gate.thresholds"
+)
+
+
+def _checked_methods(config: AuditConfig) -> list[str]:
+    from mlflow_xai.methods import build
+
+    return [name for name, cfg in config.methods.enabled().items() if build(name, cfg).has_completeness]
+
+
+def _unknown_metric(name: str, catalogue: Mapping[str, str]) -> str:
+    method = name.split("/")[1]
+    own = sorted(k for k in catalogue if k.split("/")[1] == method)
+    if not own:
+        enabled = sorted({k.split("/")[1] for k in catalogue} - {"probe"})
+        return (
+            f"gate.thresholds names metric {name!r}, but method {method!r} is not enabled "
+            f"(enabled: {', '.join(enabled)})"
+        )
+    close = difflib.get_close_matches(name, own, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "."
+    return (
+        f"gate.thresholds names metric {name!r}, which {method!r} as configured does not produce"
+        f"{hint} It produces: {', '.join(own)}"
+    )
+
+
+def _why_missing(name: str, metrics: Mapping[str, float]) -> str:
+    """Why a metric the configured methods can produce has no value in this audit."""
+    method = name.split("/")[1]
+    samples = metrics.get(f"xai/{method}/samples")
+    degenerate = metrics.get(f"xai/{method}/degenerate_baseline_count")
+    if samples is not None and degenerate is not None and degenerate >= samples:
+        return (
+            f"{name} has no value: every one of {int(samples)} samples has a degenerate baseline "
+            "(|F(x) - F(x')| below the floor), so the model gave nothing to judge"
+        )
+    if name.endswith("object_mass_fraction_mean"):
+        return f"{name} has no value: the probe set has no masks, or every attribution map is zero"
+    if "/drift_" in name:
+        return f"{name} has no value: no baseline model was audited beside this one"
+    return f"{name} has no value: no sample gave a finite value for it"
 
 
 def _method_check(method: str, metrics: Mapping[str, float], tolerance: float) -> GateCheck | None:

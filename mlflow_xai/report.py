@@ -7,11 +7,53 @@ from typing import Any
 
 import numpy as np
 
-from mlflow_xai.checks import CompletenessResult
+from mlflow_xai.checks import COMPLETENESS_METRICS, CompletenessResult
 from mlflow_xai.config import AuditConfig
 from mlflow_xai.probe import ProbeSet
 
 METRIC_PREFIX = "xai"
+
+#: Per-method drift against a baseline model (``mlflow_xai.gate.drift_metrics``).
+DRIFT_METRICS = tuple(
+    f"{quantity}_{stat}"
+    for quantity in ("drift_rank_correlation", "drift_topk_overlap")
+    for stat in ("median", "min")
+)
+
+
+def summary_stats(kind: type) -> tuple[str, ...]:
+    """How a per-sample quantity is summarised in metrics: flags as a fraction, numbers by stats."""
+    return ("fraction",) if kind is bool else ("mean", "p95", "max")
+
+
+def method_metric_names(method: Any) -> set[str]:
+    """The ``<quantity>_<stat>`` metrics an attribution method, as configured, can produce."""
+    names = {"seconds", "samples"}
+    if method.has_completeness:
+        names.update(COMPLETENESS_METRICS)
+    for key, kind in method.per_sample_quantities().items():
+        names.update(f"{key}_{stat}" for stat in summary_stats(kind))
+    return names
+
+
+def metric_catalogue(config: AuditConfig) -> dict[str, str]:
+    """Every metric an audit with ``config`` can produce, mapped to what it needs beyond the config:
+    ``""`` (nothing), ``"labels"`` (probe labels), ``"masks"`` (ground-truth masks in the probe set)
+    or ``"baseline_model"`` (a model to compare with)."""
+    from mlflow_xai.methods import build
+
+    out = {
+        f"{METRIC_PREFIX}/probe/samples": "",
+        f"{METRIC_PREFIX}/probe/accuracy": "labels",
+        f"{METRIC_PREFIX}/probe/object_area_fraction_mean": "masks",
+    }
+    for name, method_config in config.methods.enabled().items():
+        prefix = f"{METRIC_PREFIX}/{name}/"
+        method = build(name, method_config)
+        out.update(dict.fromkeys((prefix + key for key in method_metric_names(method)), ""))
+        out[prefix + "object_mass_fraction_mean"] = "masks"
+        out.update(dict.fromkeys((prefix + key for key in DRIFT_METRICS), "baseline_model"))
+    return out
 
 
 def object_mass_fraction(attributions: np.ndarray, masks: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -33,6 +75,10 @@ def object_mass_fraction(attributions: np.ndarray, masks: np.ndarray, chunk: int
     return out
 
 
+def _p95(values: np.ndarray) -> float:
+    return float(np.percentile(values, 95))
+
+
 @dataclass
 class MethodResult:
     name: str
@@ -48,14 +94,11 @@ class MethodResult:
         if self.completeness is not None:
             out.update(self.completeness.metrics())
         for key, values in self.extras.items():
-            if values.dtype == bool:
-                out[f"{key}_fraction"] = float(values.mean())
-                continue
-            finite = values[np.isfinite(values)]
+            kind = bool if values.dtype == bool else float
+            finite = values if kind is bool else values[np.isfinite(values)]
             if len(finite):
-                out[f"{key}_mean"] = float(finite.mean())
-                out[f"{key}_p95"] = float(np.percentile(finite, 95))
-                out[f"{key}_max"] = float(finite.max())
+                stats = {"fraction": np.mean, "mean": np.mean, "max": np.max, "p95": _p95}
+                out.update({f"{key}_{stat}": float(stats[stat](finite)) for stat in summary_stats(kind)})
         return out
 
     @property

@@ -138,16 +138,17 @@ def _bad_probe(case: str) -> tuple[object, dict, dict]:
         ("uint8_dataset", "probe inputs are uint8, but the model takes floating point"),
         (
             "label_too_big",
-            "target class 3 is out of range: the model has 3 classes, so a target must be 0 to 2; "
-            "it is the label of probe sample '000003'",
+            "label 3 of probe sample '000003' is out of range: the model has 3 classes, so a class "
+            "must be 0 to 2",
         ),
         (
             "label_negative",
-            "target class -1 is out of range: the model has 3 classes, so a target must be 0 to 2",
+            "label -1 of probe sample '000002' is out of range: the model has 3 classes, so a class must "
+            "be 0 to 2",
         ),
         (
             "fixed_target",
-            "target class 3 is out of range: the model has 3 classes, so a target must be 0 to 2",
+            "target class 3 is out of range: the model has 3 classes, so a class must be 0 to 2",
         ),
         ("float_labels", "probe labels must be 4 integers (one per sample), got shape (4,) of float64"),
         ("empty", "the probe set is empty: it needs at least one sample"),
@@ -314,7 +315,7 @@ def test_a_model_in_training_mode_is_audited_in_eval_mode_and_restored(fails):
     config = {**FAST, "target": "label"} if fails else FAST
     labels = np.array([0, 5]) if fails else None
     if fails:
-        with pytest.raises(ProbeError, match="target class 5 is out of range"):
+        with pytest.raises(ProbeError, match="label 5 of probe sample .000001. is out of range"):
             audit(model, _images(2), config, labels=labels)
     else:
         audit(model, _images(2), config)
@@ -480,7 +481,7 @@ def _run_count() -> int:
             "cnn",
             "bad_labels.npz",
             "target: label\n",
-            "target class 7 is out of range: the model has 3 classes",
+            "label 7 of probe sample '000003' is out of range: the model has 3 classes",
         ),
         ("cnn", "missing.npz", "", "probe file"),
         ("cnn", "missing_folder", "", "does not exist"),

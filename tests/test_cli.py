@@ -176,6 +176,22 @@ def test_model_with_only_degenerate_baselines_fails(tracking_store, probe_file, 
     assert run.data.tags["xai.gate"] == "fail"
 
 
+def test_a_dead_model_fails_the_shipped_gate_with_the_reason(tracking_store, probe_file, shapes16, capsys):
+    # Every baseline degenerate: the gate's threshold metrics have no value. That is the model's
+    # failure (exit 1, a JUnit failure that says why), not a config error (exit 2).
+    _, probe = shapes16
+    uri = log_pytorch_model(ConstantModel(), probe.images[:2])
+    shipped = str(__import__("pathlib").Path(__file__).parents[1] / "configs/ci-gate.yaml")
+    args = ["audit", "--model-uri", uri, "--probe", probe_file, "--config", shipped]
+    code = main([*args, "--experiment", "dead", "--junit", "dead.xml"])
+    assert code == 1, capsys.readouterr().err
+    suite = ET.parse("dead.xml").getroot().find("testsuite")
+    failures = {c.get("name"): c.find("failure") for c in suite.findall("testcase")}
+    p95 = failures["xai/integrated_gradients/completeness_rel_error_p95"]
+    assert p95 is not None and "every one of 6 samples has a degenerate baseline" in p95.get("message")
+    assert failures["integrated_gradients.completeness"] is not None
+
+
 def test_gate_rejudges_a_run_without_recomputing(
     tracking_store, small_cnn, probe_file, shapes16, tmp_path, capsys
 ):
@@ -250,8 +266,20 @@ def test_baseline_model_drift_and_relative_thresholds(
         (
             "gate:\n  thresholds:\n    xai/occlusion/seconds:\n      fail: 1.0\n",
             None,
-            "gate.thresholds names metric 'xai/occlusion/seconds', which this audit did not produce",
+            "gate.thresholds names metric 'xai/occlusion/seconds', but method 'occlusion' is not enabled",
         ),
+        (
+            "gate:\n  thresholds:\n    xai/integrated_gradients/completness_rel_error_p95:\n      fail: 0.1\n",
+            None,
+            "which 'integrated_gradients' as configured does not produce; did you mean "
+            "'xai/integrated_gradients/completeness_rel_error_p95'?",
+        ),
+        (
+            "gate:\n  thresholds:\n    xai/integrated_gradients/object_mass_fraction_mean:\n      fail: 0.1\n",
+            "nomask.npz",
+            "which needs ground-truth masks in the probe set",
+        ),
+        ("methods:\n  saliency: {}\n", None, "the gate evaluates no check"),
         ("seed: 1\n", "missing.npz", "probe file"),
     ],
 )
@@ -268,6 +296,8 @@ def test_bad_input_exits_2_with_one_line(
         else config_text,
     )
     probe_arg = str(tmp_path / probe_name) if probe_name else probe_file
+    if probe_name == "nomask.npz":
+        np.savez(probe_arg, inputs=probe.images[:6], labels=probe.labels[:6])
     capsys.readouterr()  # only what the command itself prints
     code = main(
         ["audit", "--model-uri", uri, "--probe", probe_arg, "--config", config, "--experiment", "bad"]

@@ -54,7 +54,7 @@ def test_eval_mode_is_used_during_the_audit(shapes16):
         (np.full((2, 3, 16, 16), np.nan, np.float32), None, "NaN or Inf in 2 sample(s)"),
         (np.zeros((2, 3, 16, 16), np.uint8), None, "must be floating point"),
         (np.zeros((2, 1, 16, 16), np.float32), None, "cannot take probe inputs of shape [1, 16, 16]"),
-        (np.zeros((2, 3, 16, 16), np.float32), np.array([0, 7]), "target class 7 is out of range"),
+        (np.zeros((2, 3, 16, 16), np.float32), np.array([0, 7]), "label 7 of probe sample '000001' is out of range"),
         (np.zeros((2, 3, 16, 16), np.float32), np.array([0, 1, 2]), "probe labels must be 2 integers"),
     ],
 )
@@ -126,7 +126,7 @@ def test_attributions_stream_to_disk_and_failures_leave_nothing(small_cnn, tmp_p
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     x = np.zeros((3, 3, 16, 16), np.float32)
-    with pytest.raises(ProbeError, match="target class 9 is out of range"):
+    with pytest.raises(ProbeError, match="label 9 of probe sample '000002' is out of range"):
         audit(small_cnn, ProbeSet(x, np.array([0, 1, 9])), {**FAST, "target": "label"})
     assert list(tmp_path.glob("mlflow-xai-attr-*")) == []
     report = audit(small_cnn, x, FAST)

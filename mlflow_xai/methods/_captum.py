@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from mlflow_xai.errors import ModelError
-from mlflow_xai.methods.base import Attribution, AttributionMethod
+from mlflow_xai.methods.base import Attribution, AttributionContext, AttributionMethod, seeded
 from mlflow_xai.model import ModelHandle
 
 
@@ -35,26 +34,6 @@ class ScoresModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.transform(self._raw_scores(x))
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed the generators Captum draws from for one call, then restore the caller's state.
-
-    That is torch's generator (and the CUDA one of ``device``) and NumPy's global generator, which
-    GradientShap uses for its interpolation points and baseline draws.
-    """
-    devices = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    numpy_state = np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            np.random.seed(seed % 2**32)
-            yield
-    finally:
-        np.random.set_state(numpy_state)
 
 
 @contextmanager
@@ -112,9 +91,10 @@ class CaptumGradientMethod(AttributionMethod):
 
     noise_tunnel_ready: ClassVar[bool] = True
     needs_gradients: ClassVar[bool] = True
-    probe_mean: torch.Tensor | None = None  # set by the engine for `baseline: probe_mean`
 
-    def algorithm(self, handle: ModelHandle, x: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+    def algorithm(
+        self, handle: ModelHandle, x: torch.Tensor, context: AttributionContext
+    ) -> tuple[Any, dict[str, Any]]:
         raise NotImplementedError
 
     def finish(self, values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -127,9 +107,11 @@ class CaptumGradientMethod(AttributionMethod):
         super().check_model(handle)
         self.prepare(handle)
 
-    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+    def _attribute(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
+    ) -> Attribution:
         self.prepare(handle)
-        captum_method, kwargs = self.algorithm(handle, x)
+        captum_method, kwargs = self.algorithm(handle, x, context)
         with quiet_captum():
             values = captum_method.attribute(x, target=target, **kwargs)
         return Attribution(self.finish(values, x).detach())

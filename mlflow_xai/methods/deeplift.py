@@ -10,7 +10,7 @@ from captum.attr import DeepLiftShap as CaptumDeepLiftShap
 
 from mlflow_xai.baselines import make_baseline
 from mlflow_xai.methods._captum import CaptumGradientMethod, ScoresModule, quiet_captum
-from mlflow_xai.methods.base import Attribution, BaselineDistributionMethod, register
+from mlflow_xai.methods.base import Attribution, AttributionContext, BaselineDistributionMethod, register
 from mlflow_xai.model import ModelHandle
 
 
@@ -30,15 +30,20 @@ class DeepLift(CaptumGradientMethod):
         super().__init__(config)
         self.has_completeness = config.multiply_by_inputs
 
-    def algorithm(self, handle: ModelHandle, x: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+    def algorithm(
+        self, handle: ModelHandle, x: torch.Tensor, context: AttributionContext
+    ) -> tuple[Any, dict[str, Any]]:
         cfg = self.config
         explainer = CaptumDeepLift(
             ScoresModule(handle), multiply_by_inputs=cfg.multiply_by_inputs, eps=cfg.eps
         )
-        return explainer, {"baselines": make_baseline(cfg.baseline, x, probe_mean=self.probe_mean)}
+        baselines = make_baseline(cfg.baseline, x, probe_mean=context.probe_mean, positions=context.positions)
+        return explainer, {"baselines": baselines}
 
-    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
-        explainer, kwargs = self.algorithm(handle, x)
+    def _attribute(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
+    ) -> Attribution:
+        explainer, kwargs = self.algorithm(handle, x, context)
         with quiet_captum():
             values = explainer.attribute(x, target=target, **kwargs)
         with torch.no_grad():
@@ -53,13 +58,13 @@ class DeepLiftShap(BaselineDistributionMethod):
 
     needs_hooks = True
 
-    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
-        baselines = self.baselines(x)
+    def explain(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, baselines: torch.Tensor
+    ) -> torch.Tensor:
         if baselines.shape[0] == 1:  # Captum wants a distribution of at least two baselines
             baselines = baselines.expand(2, *baselines.shape[1:])
         explainer = CaptumDeepLiftShap(
             ScoresModule(handle), multiply_by_inputs=self.config.multiply_by_inputs
         )
         with quiet_captum():
-            values = explainer.attribute(x, baselines=baselines, target=target)
-        return self.with_outputs(handle, x, target, values, baselines)
+            return explainer.attribute(x, baselines=baselines, target=target)

@@ -9,8 +9,8 @@ from captum.attr import GradientShap as CaptumGradientShap
 from captum.attr import InputXGradient as CaptumInputXGradient
 from captum.attr import Saliency as CaptumSaliency
 
-from mlflow_xai.methods._captum import CaptumGradientMethod, quiet_captum, seeded
-from mlflow_xai.methods.base import Attribution, BaselineDistributionMethod, register
+from mlflow_xai.methods._captum import CaptumGradientMethod, quiet_captum
+from mlflow_xai.methods.base import AttributionContext, BaselineDistributionMethod, register
 from mlflow_xai.model import ModelHandle
 
 
@@ -18,7 +18,9 @@ from mlflow_xai.model import ModelHandle
 class Saliency(CaptumGradientMethod):
     """dF/dx (its absolute value unless ``abs: false``)."""
 
-    def algorithm(self, handle: ModelHandle, x: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+    def algorithm(
+        self, handle: ModelHandle, x: torch.Tensor, context: AttributionContext
+    ) -> tuple[Any, dict[str, Any]]:
         return CaptumSaliency(handle.scores), {"abs": self.config.abs}
 
 
@@ -26,7 +28,9 @@ class Saliency(CaptumGradientMethod):
 class InputXGradient(CaptumGradientMethod):
     """x * dF/dx: a one-step path method against the zero baseline."""
 
-    def algorithm(self, handle: ModelHandle, x: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+    def algorithm(
+        self, handle: ModelHandle, x: torch.Tensor, context: AttributionContext
+    ) -> tuple[Any, dict[str, Any]]:
         return CaptumInputXGradient(handle.scores), {}
 
 
@@ -39,12 +43,14 @@ class GradientShap(BaselineDistributionMethod):
     tight completeness tolerance will flag it even when it works as designed.
     """
 
-    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+    random_draws = True  # its points between input and baseline, and the noise
+
+    def explain(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, baselines: torch.Tensor
+    ) -> torch.Tensor:
         cfg = self.config
-        baselines = self.baselines(x)
         explainer = CaptumGradientShap(handle.scores, multiply_by_inputs=cfg.multiply_by_inputs)
-        with seeded(cfg.seed, x.device), quiet_captum():
-            values = explainer.attribute(
+        with quiet_captum():
+            return explainer.attribute(
                 x, baselines=baselines, n_samples=cfg.n_samples, stdevs=cfg.stdevs, target=target
             )
-        return self.with_outputs(handle, x, target, values, baselines)

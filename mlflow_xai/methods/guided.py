@@ -19,7 +19,7 @@ from mlflow_xai.methods._captum import (
     quiet_captum,
     require_relu_modules,
 )
-from mlflow_xai.methods.base import Attribution, AttributionMethod, register
+from mlflow_xai.methods.base import Attribution, AttributionContext, AttributionMethod, register
 from mlflow_xai.model import ModelHandle
 
 
@@ -32,7 +32,9 @@ class GuidedBackprop(CaptumGradientMethod):
     def prepare(self, handle: ModelHandle) -> None:
         require_relu_modules(handle.module, self.name)
 
-    def algorithm(self, handle: ModelHandle, x: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+    def algorithm(
+        self, handle: ModelHandle, x: torch.Tensor, context: AttributionContext
+    ) -> tuple[Any, dict[str, Any]]:
         return CaptumGuidedBackprop(ScoresModule(handle)), {}
 
 
@@ -45,7 +47,9 @@ class Deconvolution(CaptumGradientMethod):
     def prepare(self, handle: ModelHandle) -> None:
         require_relu_modules(handle.module, self.name)
 
-    def algorithm(self, handle: ModelHandle, x: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+    def algorithm(
+        self, handle: ModelHandle, x: torch.Tensor, context: AttributionContext
+    ) -> tuple[Any, dict[str, Any]]:
         return CaptumDeconvolution(ScoresModule(handle)), {}
 
 
@@ -63,7 +67,9 @@ class GuidedGradCam(CaptumGradientMethod):
         super().check_input(handle, x)
         _attribute_one_sample(self, handle, x)
 
-    def algorithm(self, handle: ModelHandle, x: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+    def algorithm(
+        self, handle: ModelHandle, x: torch.Tensor, context: AttributionContext
+    ) -> tuple[Any, dict[str, Any]]:
         cfg = self.config
         layer = find_layer(handle.module, cfg.layer, self.name)
         kwargs = {
@@ -92,7 +98,9 @@ class LayerGradCam(AttributionMethod):
         super().check_input(handle, x)
         _attribute_one_sample(self, handle, x)
 
-    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+    def _attribute(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
+    ) -> Attribution:
         cfg = self.config
         layer = find_layer(handle.module, cfg.layer, self.name)
         with quiet_captum():
@@ -115,7 +123,8 @@ class LayerGradCam(AttributionMethod):
 def _attribute_one_sample(method: AttributionMethod, handle: ModelHandle, x: torch.Tensor) -> None:
     """Whether the layer's map fits the input shows only on a pass: one sample, class 0."""
     one = x[:1]
-    method._attribute(handle, one, torch.zeros(1, dtype=torch.long, device=one.device))
+    target = torch.zeros(1, dtype=torch.long, device=one.device)
+    method._attribute(handle, one, target, AttributionContext.first(1))
 
 
 def _resize(cam: torch.Tensor, x: torch.Tensor, mode: str) -> torch.Tensor:

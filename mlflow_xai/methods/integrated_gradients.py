@@ -15,7 +15,7 @@ from mlflow_xai.adaptive import (
     step_change_rel_l2,
 )
 from mlflow_xai.baselines import make_baseline
-from mlflow_xai.methods.base import Attribution, AttributionMethod, register
+from mlflow_xai.methods.base import Attribution, AttributionContext, AttributionMethod, register
 from mlflow_xai.model import ModelHandle
 from mlflow_xai.quadrature import nodes_and_weights
 
@@ -32,13 +32,24 @@ def integrated_gradients(
     rule: str = "gauss_legendre",
     internal_batch_size: int = 512,
 ) -> torch.Tensor:
-    """IG_i(x) = (x_i - x'_i) * integral_0^1 dF(x' + a (x - x'))/dx_i da, by the chosen rule."""
+    """IG_i(x) = (x_i - x'_i) * integral_0^1 dF(x' + a (x - x'))/dx_i da, by the chosen rule.
+
+    The points along the path are in ``x``'s dtype; the weighted sum of their gradients and the
+    product with ``x - x'`` are accumulated in float32 at least (``accumulation_dtype``), so a
+    bfloat16 model's error does not grow with the number of steps. The result has that dtype.
+    """
     nodes, weights = nodes_and_weights(rule, n_steps)
+    accumulate = accumulation_dtype(x.dtype)
     nodes_t = torch.as_tensor(nodes, dtype=x.dtype, device=x.device)
-    weights_t = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
+    weights_t = torch.as_tensor(weights, dtype=accumulate, device=x.device)
     baseline = baseline.expand_as(x)
     grads = path_gradient_sum(f, x, baseline, target, nodes_t, weights_t, internal_batch_size)
-    return (x - baseline) * grads
+    return (x.to(accumulate) - baseline.to(accumulate)) * grads
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision inputs, the input's own dtype for float32 and float64."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def path_gradient_sum(
@@ -50,7 +61,7 @@ def path_gradient_sum(
     weights: torch.Tensor,
     internal_batch_size: int,
 ) -> torch.Tensor:
-    """sum_k w_k * dF/dx at x' + a_k (x - x'), per sample: shape of ``x``.
+    """sum_k w_k * dF/dx at x' + a_k (x - x'), per sample: shape of ``x``, in ``weights``' dtype.
 
     When a pass holds whole nodes (every sample at the same alphas), the points are a broadcast
     ``x' + a (x - x')`` and the weighted sum over nodes one contraction: no per-point gathers or
@@ -61,7 +72,7 @@ def path_gradient_sum(
     batch, sample_shape = x.shape[0], x.shape[1:]
     ones = (1,) * len(sample_shape)
     delta = x - baseline
-    grad_sum = torch.zeros_like(x)
+    grad_sum = torch.zeros_like(x, dtype=weights.dtype)
     if batch <= internal_batch_size:
         per_pass = internal_batch_size // batch
         for k0 in range(0, nodes.numel(), per_pass):
@@ -70,7 +81,9 @@ def path_gradient_sum(
             points = baseline.unsqueeze(0) + alphas.view(kk, 1, *ones) * delta.unsqueeze(0)
             points = points.reshape(kk * batch, *sample_shape).requires_grad_(True)
             (grads,) = torch.autograd.grad(f(points, target.repeat(kk)).sum(), points)
-            grad_sum += torch.tensordot(weights[k0 : k0 + kk], grads.view(kk, batch, *sample_shape), dims=1)
+            # reshape, not view: autograd may return an expanded gradient (e.g. of x.sum(1))
+            grads = grads.reshape(kk, batch, *sample_shape).to(weights.dtype)
+            grad_sum += torch.tensordot(weights[k0 : k0 + kk], grads, dims=1)
         return grad_sum
     total = nodes.numel() * batch
     for start in range(0, total, internal_batch_size):
@@ -79,7 +92,7 @@ def path_gradient_sum(
         alpha = nodes[k].view(-1, *ones)
         points = (baseline[b] + alpha * delta[b]).requires_grad_(True)
         (grads,) = torch.autograd.grad(f(points, target[b]).sum(), points)
-        grad_sum.index_add_(0, b, grads * weights[k].view_as(alpha))
+        grad_sum.index_add_(0, b, grads.to(weights.dtype) * weights[k].view(-1, *ones))
     return grad_sum
 
 
@@ -90,13 +103,22 @@ class IntegratedGradients(AttributionMethod):
 
     needs_gradients = True
     has_completeness = True
-    probe_mean: torch.Tensor | None = None  # set by the engine for `baseline: probe_mean`
 
-    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+    def per_sample_quantities(self) -> dict[str, type]:
+        quantities: dict[str, type] = {"steps": float}
+        if self.config.n_steps == "auto" or self.config.check_step_change:
+            quantities.update(step_change_rel_l2=float, step_change_spearman=float)
+        if self.config.n_steps == "auto":
+            quantities["converged"] = bool
+        return quantities
+
+    def _attribute(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
+    ) -> Attribution:
         cfg = self.config
-        baseline = make_baseline(cfg.baseline, x, probe_mean=self.probe_mean)
+        baseline = make_baseline(cfg.baseline, x, probe_mean=context.probe_mean, positions=context.positions)
         if cfg.n_steps == "auto":
-            return self._adaptive(handle, x, baseline, target)
+            return self._adaptive(handle, x, baseline, target, context.degenerate_floor)
         values = self._fixed(handle, x, baseline, target, cfg.n_steps)
         batch = x.shape[0]
         steps = torch.full((batch,), cfg.n_steps, dtype=torch.int64, device=x.device)
@@ -126,7 +148,12 @@ class IntegratedGradients(AttributionMethod):
         ).detach()
 
     def _adaptive(
-        self, handle: ModelHandle, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor
+        self,
+        handle: ModelHandle,
+        x: torch.Tensor,
+        baseline: torch.Tensor,
+        target: torch.Tensor,
+        degenerate_floor: float,
     ) -> Attribution:
         cfg = self.config
         result = adaptive_integrated_gradients(
@@ -139,6 +166,7 @@ class IntegratedGradients(AttributionMethod):
             min_steps=cfg.min_steps,
             max_steps=cfg.max_steps,
             internal_batch_size=cfg.internal_batch_size,
+            degenerate_floor=degenerate_floor,
         )
         extras = {
             "steps": result.steps,

@@ -7,8 +7,15 @@ from typing import Any
 import torch
 from captum.attr import NoiseTunnel as CaptumNoiseTunnel
 
-from mlflow_xai.methods._captum import CaptumGradientMethod, quiet_captum, seeded
-from mlflow_xai.methods.base import Attribution, AttributionMethod, build, register
+from mlflow_xai.methods._captum import CaptumGradientMethod, quiet_captum
+from mlflow_xai.methods.base import (
+    Attribution,
+    AttributionContext,
+    AttributionMethod,
+    build,
+    per_sample_seeded,
+    register,
+)
 from mlflow_xai.model import ModelHandle
 
 
@@ -36,27 +43,26 @@ class NoiseTunnel(AttributionMethod):
         super().check_input(handle, x)
         self.inner.check_baseline(x)
 
-    @property
-    def probe_mean(self) -> torch.Tensor | None:
-        return self.inner.probe_mean
-
-    @probe_mean.setter
-    def probe_mean(self, value: torch.Tensor | None) -> None:
-        self.inner.probe_mean = value
-
-    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+    def _attribute(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
+    ) -> Attribution:
         cfg = self.config
         self.inner.prepare(handle)
-        explainer, kwargs = self.inner.algorithm(handle, x)
-        with seeded(cfg.seed, x.device), quiet_captum():
-            values = CaptumNoiseTunnel(explainer).attribute(
-                x,
-                nt_type=cfg.nt_type,
-                nt_samples=cfg.nt_samples,
-                nt_samples_batch_size=cfg.nt_samples_batch_size,
-                stdevs=cfg.stdevs,
-                draw_baseline_from_distrib=cfg.draw_baseline_from_distrib,
-                target=target,
-                **kwargs,
-            )
+
+        def one(i: int) -> torch.Tensor:
+            explainer, kwargs = self.inner.algorithm(handle, x[i : i + 1], context.rows(i, i + 1))
+            with quiet_captum():
+                return CaptumNoiseTunnel(explainer).attribute(
+                    x[i : i + 1],
+                    nt_type=cfg.nt_type,
+                    nt_samples=cfg.nt_samples,
+                    nt_samples_batch_size=cfg.nt_samples_batch_size,
+                    stdevs=cfg.stdevs,
+                    draw_baseline_from_distrib=cfg.draw_baseline_from_distrib,
+                    target=target[i : i + 1],
+                    **kwargs,
+                )
+
+        # One sample at a time, its noise drawn from (seed, position): see mlflow_xai.seeding.
+        values = per_sample_seeded(context, cfg.seed, self.name, x.device, one)
         return Attribution(self.inner.finish(values, x).detach())

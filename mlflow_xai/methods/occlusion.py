@@ -14,7 +14,7 @@ import math
 import torch
 
 from mlflow_xai.errors import ProbeError
-from mlflow_xai.methods.base import Attribution, AttributionMethod, register
+from mlflow_xai.methods.base import Attribution, AttributionContext, AttributionMethod, register
 from mlflow_xai.model import ModelHandle
 
 Window = tuple[slice, ...]
@@ -123,7 +123,9 @@ class Occlusion(AttributionMethod):
                 f"{list(sample_shape)} on some axis; every window entry must be <= the input's"
             )
 
-    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+    def _attribute(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
+    ) -> Attribution:
         cfg = self.config
         self._check_window(tuple(x.shape[1:]))
         window, strides = tuple(cfg.sliding_window_shapes), tuple(cfg.strides)

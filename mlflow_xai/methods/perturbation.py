@@ -17,15 +17,20 @@ from captum.attr import ShapleyValueSampling as CaptumShapleyValueSampling
 from captum.attr._core.lime import get_exp_kernel_similarity_function
 
 from mlflow_xai.baselines import make_baseline
-from mlflow_xai.methods._captum import check_shape, quiet_captum, seeded
-from mlflow_xai.methods.base import Attribution, AttributionMethod, register
+from mlflow_xai.methods._captum import check_shape, quiet_captum
+from mlflow_xai.methods.base import (
+    Attribution,
+    AttributionContext,
+    AttributionMethod,
+    per_sample_seeded,
+    register,
+)
 from mlflow_xai.methods.masks import feature_mask
 from mlflow_xai.model import ModelHandle
 
 
 class _GroupPerturbation(AttributionMethod):
-    probe_mean: torch.Tensor | None = None  # set by the engine for `baseline: probe_mean`
-    random: bool = True
+    random: bool = True  # draws samples: run one sample at a time, seeded by (seed, position)
 
     def explainer(self, handle: ModelHandle) -> Any:
         raise NotImplementedError
@@ -33,22 +38,31 @@ class _GroupPerturbation(AttributionMethod):
     def extra_arguments(self) -> dict[str, Any]:
         return {"n_samples": self.config.n_samples}
 
-    def _attribute(self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor) -> Attribution:
+    def _attribute(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
+    ) -> Attribution:
         cfg = self.config
-        kwargs = {
-            "baselines": make_baseline(cfg.baseline, x, probe_mean=self.probe_mean),
-            "target": target,
-            "feature_mask": feature_mask(cfg.feature_mask, x),
-            "perturbations_per_eval": cfg.perturbations_per_eval,
-            **self.extra_arguments(),
-        }
+        baselines = make_baseline(cfg.baseline, x, probe_mean=context.probe_mean, positions=context.positions)
+        mask = feature_mask(cfg.feature_mask, x)
         explainer = self.explainer(handle)
+
+        def explain(rows: slice) -> torch.Tensor:
+            return explainer.attribute(
+                x[rows],
+                baselines=baselines[rows],
+                target=target[rows],
+                feature_mask=mask[rows],
+                perturbations_per_eval=cfg.perturbations_per_eval,
+                **self.extra_arguments(),
+            )
+
         with torch.no_grad(), quiet_captum():  # Lime/KernelShap warn about one surrogate per sample
             if self.random:
-                with seeded(cfg.seed, x.device):
-                    values = explainer.attribute(x, **kwargs)
+                values = per_sample_seeded(
+                    context, cfg.seed, self.name, x.device, lambda i: explain(slice(i, i + 1))
+                )
             else:
-                values = explainer.attribute(x, **kwargs)
+                values = explain(slice(None))
         return Attribution(check_shape(values, x, self.name).to(x.dtype).detach())
 
 
