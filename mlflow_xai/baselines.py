@@ -127,8 +127,12 @@ def load_baseline_file(path: str) -> np.ndarray:
         raise ConfigError(f"baseline file {path!r} does not exist")
     try:
         array = np.load(file, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ConfigError(f"baseline file {path!r} is not a readable .npy array: {exc}") from None
+    except (ValueError, OSError, EOFError):
+        # numpy's own text would suggest unpickling the file; a baseline is never unpickled.
+        raise ConfigError(
+            f"baseline file {path!r} is not a readable .npy array: a baseline file is one input of "
+            "numbers, written by numpy.save"
+        ) from None
     if not np.issubdtype(array.dtype, np.number):
         raise ConfigError(f"baseline file {path!r} holds {array.dtype} values; it must be numeric")
     array.setflags(write=False)

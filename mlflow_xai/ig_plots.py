@@ -25,6 +25,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mlflow_xai.adaptive import ExplainedOutput  # noqa: E402
+from mlflow_xai.checks import completeness_error  # noqa: E402
+from mlflow_xai.viz import plain_log_ticks, plain_text  # noqa: E402
 
 FIGURES = ("ig_completeness_vs_steps.png", "ig_output_along_path.png", "ig_gradient_along_path.png")
 
@@ -50,8 +52,12 @@ def ig_path_profiles(
     ids: Sequence[str] | None = None,
     max_steps: int = 257,
     internal_batch_size: int = 512,
+    degenerate_floor: float = 1e-6,
 ) -> IGPathProfiles:
-    """Evaluate F and its gradient at the 2^K + 1 nodes of the finest grid (2^K + 1 <= max_steps)."""
+    """Evaluate F and its gradient at the 2^K + 1 nodes of the finest grid (2^K + 1 <= max_steps).
+
+    Completeness errors follow ``mlflow_xai.checks.completeness_error`` (NaN for a degenerate
+    baseline), as the check and adaptive IG judge them."""
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 3:
         raise ValueError(f"max_steps must be an integer >= 3, got {max_steps!r}")
     intervals = 2
@@ -76,7 +82,7 @@ def ig_path_profiles(
         grad_magnitude[b, k] = grads.abs().flatten(1).mean(dim=1).double().cpu()
         contribution[b, k] = (grads * delta[b]).flatten(1).sum(dim=1).double().cpu()
 
-    gap = outputs[:, -1] - outputs[:, 0]
+    eps = torch.finfo(x.dtype).eps  # the outputs were computed in the inputs' dtype
     levels, errors = [], []
     grid = 2
     while grid <= intervals:
@@ -84,7 +90,10 @@ def ig_path_profiles(
         weights = torch.full((grid + 1,), 1.0 / grid, dtype=torch.float64)
         weights[[0, -1]] *= 0.5
         attribution_sum = contribution[:, ::stride] @ weights
-        errors.append(((attribution_sum - gap).abs() / gap.abs()).numpy())
+        error, _ = completeness_error(
+            attribution_sum, outputs[:, -1], outputs[:, 0], degenerate_floor=degenerate_floor, eps=eps
+        )
+        errors.append(error.numpy())
         levels.append(grid + 1)
         grid *= 2
     names = [str(i) for i in range(batch)] if ids is None else [str(i) for i in ids]
@@ -100,6 +109,7 @@ def ig_path_profiles(
     )
 
 
+@plain_text
 def ig_convergence_figures(
     profiles: IGPathProfiles,
     folder: str | Path,
@@ -147,6 +157,7 @@ def ig_convergence_figures(
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
+    plain_log_ticks(fig)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

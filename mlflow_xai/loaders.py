@@ -25,6 +25,7 @@ from mlflow_xai.probe import (
     keep_alive,
     load_npz,
     npz_member,
+    open_npz,
     read_npy,
     release_pages,
 )
@@ -37,6 +38,12 @@ _INPUT_KEYS = ("inputs", "input", "x", "images", "image")
 _LABEL_KEYS = ("labels", "label", "y", "targets", "target")
 _MASK_KEYS = ("masks", "mask")
 _ID_KEYS = ("ids", "id")
+# The arrays a preprocessed .npz may hold, as a refusal of an unreadable one names them.
+_NPZ_ARRAYS = (
+    f"numeric arrays: inputs named one of {', '.join(_INPUT_KEYS)}, optional labels "
+    f"({', '.join(_LABEL_KEYS)}), masks ({', '.join(_MASK_KEYS)}) and ids ({', '.join(_ID_KEYS)}), "
+    "which may be strings"
+)
 
 
 def load_probe(
@@ -78,8 +85,8 @@ def load_probe(
             array = read_npy(path)
             return _from_arrays(array, None, None, None, preprocess)
         if path.suffix == ".npz" and preprocess is not None:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: npz_member(data, k, path) for k in data.files}
+            with open_npz(path, _NPZ_ARRAYS) as data:
+                arrays = {k: npz_member(data, k, path, _NPZ_ARRAYS) for k in data.files}
             return _from_arrays(
                 _pick(arrays, _INPUT_KEYS, f"probe file {str(path)!r}"),
                 _pick(arrays, _LABEL_KEYS),

@@ -13,9 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from mlflow_xai.viz import plain_log_ticks, plain_text  # noqa: E402
+
 MAX_CLASSES_SHOWN = 30
 
 
+@plain_text
 def completeness_histogram(
     errors: Mapping[str, np.ndarray], path: Path, *, tolerance: float | None
 ) -> Path | None:
@@ -50,6 +53,7 @@ def completeness_histogram(
     return path
 
 
+@plain_text
 def steps_histogram(steps: Mapping[str, np.ndarray], path: Path) -> Path | None:
     """Histogram of the gradient evaluations each sample used (IG's ``steps`` extra)."""
     values = {name: s[np.isfinite(s)].astype(np.float64) for name, s in steps.items()}
@@ -75,6 +79,7 @@ def steps_histogram(steps: Mapping[str, np.ndarray], path: Path) -> Path | None:
     return path
 
 
+@plain_text
 def class_summary_figure(rows: Sequence[Mapping[str, object]], path: Path) -> Path | None:
     """Per class, side by side: sample count, accuracy and each method's median completeness error."""
     if not rows:
@@ -125,6 +130,7 @@ def _cell(value: object) -> str:
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
+    plain_log_ticks(fig)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

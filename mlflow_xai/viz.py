@@ -8,8 +8,11 @@ is given, which makes sheets of different methods and runs comparable colour for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import matplotlib
 
@@ -18,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.cm import ScalarMappable  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import LogFormatterSciNotation  # noqa: E402
 
 SIGNS = ("all", "positive", "negative", "absolute_value")
 # Colour map and label per sign mode (Captum's choices, with a diverging map for "all").
@@ -28,6 +33,55 @@ _SIGN_STYLE = {
     "absolute_value": ("Blues", "|attribution|"),
 }
 GROUND_TRUTH_COLOUR = "lime"
+
+# Every text the package draws is literal. Ids, class, feature and method names come from users and
+# may hold "$", "\\", "^" or "%": parsed as math, "$\\alpha$" would be drawn as a glyph and
+# "scan_$\\undefined$" would abort the artifacts after all compute.
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False, "axes.formatter.use_mathtext": False}
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_SUPERSCRIPT = str.maketrans(
+    "-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079"
+)
+
+
+def plain_text(draw: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a drawing function with math parsing off (``PLAIN_TEXT``).
+
+    Titles, labels and legends take the setting when they are made, tick labels when the figure is
+    drawn: the whole function, up to ``savefig``, must run inside.
+    """
+
+    @functools.wraps(draw)
+    def plain(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with matplotlib.rc_context(PLAIN_TEXT):
+            return draw(*args, **kwargs)
+
+    return plain
+
+
+class PlainLogFormatter(LogFormatterSciNotation):
+    """Base-10 log-axis tick labels in plain text (10\u207b\u00b3, 2\u00d710\u207b\u00b3).
+
+    matplotlib's own are math text, which shows as ``$\\mathdefault{10^{-3}}$`` with math parsing off.
+    """
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        if x <= 0 or not super().__call__(x, pos):  # matplotlib still picks the ticks that get a label
+            return ""
+        exponent = math.floor(math.log10(x) + 1e-9)
+        coefficient = x / 10.0**exponent
+        power = "10" + str(exponent).translate(_SUPERSCRIPT)
+        return power if math.isclose(coefficient, 1.0) else f"{coefficient:.3g}\u00d7{power}"
+
+
+def plain_log_ticks(fig: Figure) -> None:
+    """Give every log axis of ``fig`` plain-text tick labels (``PlainLogFormatter``)."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                axis.set_major_formatter(PlainLogFormatter())
+                axis.set_minor_formatter(PlainLogFormatter())
 
 
 def is_image_shape(shape: tuple[int, ...]) -> bool:
@@ -98,6 +152,7 @@ def heat_rgba(heat: np.ndarray, sign: str, color_scale: float | None) -> np.ndar
     return matplotlib.colormaps[_SIGN_STYLE[sign][0]](norm(heat))
 
 
+@plain_text
 def attribution_sheet(
     images: np.ndarray,
     attributions: np.ndarray,
@@ -159,6 +214,7 @@ def feature_importance(attributions: np.ndarray, chunk: int = 4096) -> np.ndarra
     return total / max(len(attributions), 1)
 
 
+@plain_text
 def feature_bar_chart(
     names: Sequence[str], importance: np.ndarray, path: Path, *, title: str, top: int = 20
 ) -> Path:

@@ -598,7 +598,7 @@ def test_pickled_arrays_are_refused_not_loaded(tmp_path, no_batch_may_run, kind)
         if kind.endswith("preprocessed"):
             config = {**FAST, "probe": {"preprocess": {"scale": 1.0}}}
         member = "inputs" if "inputs" in kind else "labels"
-        expected, message = ProbeError, f"array {member!r} cannot be read without unpickling"
+        expected, message = ProbeError, f"array {member!r} holds Python objects, not numbers"
     with pytest.raises(expected) as err:
         audit(TinyCNN(), path, config)
     assert message in _one_line(err.value)
