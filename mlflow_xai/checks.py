@@ -9,7 +9,7 @@ check never blames the attribution for what rounding in the outputs can explain:
 
 * ``gap_rounding = GAP_ROUNDING_ULPS * eps(dtype) * max(|F(x)|, |F(x')|)`` bounds that rounding;
 * a baseline is degenerate (neither passed nor failed) when ``|gap|`` is below
-  ``max(degenerate_floor, gap_rounding)``: the gap is too small to be told from zero;
+  ``max(degenerate_floor, gap_rounding)``, or exactly 0: the gap is too small to be told from zero;
 * the relative error counts only the discrepancy beyond the rounding:
   ``max(|sum(attr) - gap| - gap_rounding, 0) / |gap|``.
 """
@@ -54,7 +54,7 @@ def completeness_error(
     total = attribution_sum.double()
     gap = output_at_input.double() - output_at_baseline.double()
     rounding = gap_rounding(output_at_input, output_at_baseline, eps)
-    degenerate = gap.abs() < rounding.clamp_min(degenerate_floor)
+    degenerate = (gap.abs() < rounding.clamp_min(degenerate_floor)) | (gap == 0)
     excess = ((total - gap).abs() - rounding).clamp_min(0.0)
     error = excess / gap.abs()
     error = torch.where(total.isnan(), total, error)  # clamp_min would turn a NaN sum into 0
@@ -83,10 +83,12 @@ class CompletenessResult:
         degenerate_floor: float,
         eps: float,
     ) -> CompletenessResult:
-        at_input = torch.from_numpy(np.asarray(output_at_input, dtype=np.float64))
-        at_baseline = torch.from_numpy(np.asarray(output_at_baseline, dtype=np.float64))
+        def tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64))
+
+        at_input, at_baseline = tensor(output_at_input), tensor(output_at_baseline)
         error, degenerate = completeness_error(
-            torch.from_numpy(np.asarray(attribution_sum, dtype=np.float64)),
+            tensor(attribution_sum),
             at_input,
             at_baseline,
             degenerate_floor=degenerate_floor,

@@ -358,6 +358,11 @@ def _finish(result: Any, args: argparse.Namespace, run_id: str) -> int:
     if not args.quiet:
         for check in result.checks:
             print(f"  {check.level.upper():<5} {check.name}: {check.message}")
+        if result.status == "unchecked":
+            print(
+                "  nothing was checked: no method with a check ran and the config has no gate section; "
+                "masks and metrics are logged for review"
+            )
         print(f"gate: {result.status}   run: {run_id}")
     return result.exit_code
 

@@ -125,10 +125,11 @@ class BatchAttributor:
         )
         for method in self.methods.values():
             method.check_model(self.handle)  # hooks on an exported graph, layer names, ReLU modules
-        self.probe_mean = None if probe_mean is None else torch.from_numpy(probe_mean).to(self.device)
         self.splitters = {name: _BatchSplitter(name) for name in self.methods}
         self.mask_dtype = np.dtype(cfg.artifacts.mask_dtype)
         self.dtype = _input_dtype(model)
+        mean = None if probe_mean is None else torch.from_numpy(probe_mean)
+        self.probe_mean = None if mean is None else mean.to(self.device, self.dtype)
 
     @contextmanager
     def session(self) -> Iterator[BatchAttributor]:
@@ -366,6 +367,7 @@ def finish_report(
             gathered.targets,
             attributor.dtype,
             cfg.artifacts.sheet_samples,
+            cfg.checks.completeness.degenerate_floor,
         )
     report = build_report(cfg, probe, probe_sha256, gathered, attributor, ig_profiles)
     weakref.finalize(report, shutil.rmtree, workdir, ignore_errors=True)
@@ -604,7 +606,7 @@ def _probe_mean(probe: ProbeSet, chunk: int = 1024) -> np.ndarray:
     for start in range(0, len(probe), chunk):
         total += probe.inputs[start : start + chunk].sum(axis=0, dtype=np.float64)
         release_pages(probe.inputs)
-    return (total / len(probe)).astype(np.float32)
+    return total / len(probe)  # float64: make_baseline casts it to the model's input dtype
 
 
 def _ig_profiles(
@@ -615,6 +617,7 @@ def _ig_profiles(
     targets: np.ndarray,
     dtype: torch.dtype,
     count: int,
+    degenerate_floor: float,
 ) -> IGPathProfiles | None:
     """F and |dF/dx| along the path, and completeness against steps, for the first few samples."""
     ig = methods.get("integrated_gradients")
@@ -625,5 +628,11 @@ def _ig_profiles(
     baseline = make_baseline(ig.config.baseline, x, probe_mean=probe_mean, positions=torch.arange(count))
     target = torch.from_numpy(targets[:count]).to(handle.device)
     return ig_path_profiles(
-        handle.explained, x, baseline, target, ids=probe.ids[:count].tolist(), max_steps=257
+        handle.explained,
+        x,
+        baseline,
+        target,
+        ids=probe.ids[:count].tolist(),
+        max_steps=257,
+        degenerate_floor=degenerate_floor,
     )

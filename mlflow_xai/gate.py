@@ -37,7 +37,10 @@ class GateResult:
 
     @property
     def status(self) -> str:
-        """The worst level of any check: pass, warn or fail (the ``xai.gate`` tag)."""
+        """The worst level of any check: pass, warn or fail (the ``xai.gate`` tag); ``unchecked``
+        when the config has no gate section and no method with a check (nothing to judge)."""
+        if not self.checks:
+            return "unchecked"
         return max((c.level for c in self.checks), key=LEVELS.index)
 
     @property
@@ -64,7 +67,8 @@ def judge(
     A threshold whose metric the configured methods produce, but which has no value in this
     audit (every baseline degenerate: the model gave nothing to judge), fails with the reason. A
     gate that evaluates no check, names a metric no configured method can produce, or asks for a
-    relative threshold without baseline metrics is an error, never a pass.
+    relative threshold without baseline metrics is an error, never a pass. Without a ``gate:``
+    section and without a method that has a check, the result is ``unchecked`` (exit code 0).
     """
     gate: GateConfig = config.gate
     checks: list[GateCheck] = []
@@ -90,9 +94,15 @@ def judge(
                 )
             base = float(baseline_metrics[name])
         checks.append(_threshold_check(name, float(metrics[name]), threshold, base))
-    if not checks:
+    if not checks and gate_is_configured(config):
         raise ConfigError(_NO_CHECK)
     return GateResult(checks, tuple(gate.fail_on))
+
+
+def gate_is_configured(config: AuditConfig) -> bool:
+    """Whether the config has a ``gate:`` section: then it must check something. Without one, an
+    audit of methods that have no check (occlusion only, a GradCAM review) is ``unchecked``."""
+    return "gate" in config.model_fields_set
 
 
 _NEEDS = {
@@ -121,7 +131,8 @@ def check_gate_config(
                 f"gate.thresholds.{name} is relative to the baseline model, but no baseline "
                 "metrics are available; pass --baseline-model-uri"
             )
-    if not config.gate.thresholds and not (config.gate.method_checks and _checked_methods(config)):
+    method_checks = config.gate.method_checks and _checked_methods(config)
+    if not config.gate.thresholds and not method_checks and gate_is_configured(config):
         raise ConfigError(_NO_CHECK)
 
 
@@ -260,7 +271,7 @@ def junit_xml(result: GateResult, *, suite: str = "mlflow-xai") -> str:
 
 
 def markdown_summary(result: GateResult, *, run_id: str | None = None) -> str:
-    icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
+    icon = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "unchecked": "UNCHECKED"}
     lines = [f"### mlflow-xai gate: {icon[result.status]}", ""]
     if run_id:
         lines += [f"MLflow run `{run_id}`", ""]

@@ -100,8 +100,8 @@ def _verdicts(report: AuditReport) -> str:
     overall = "; ".join(f"{name}: {r}" for name, rs in reasons.items() for r in rs)
     if report.verdict == "pass":
         overall = "every checked method passed"
-    elif report.verdict == "n/a":
-        overall = "no method with a check was run"
+    elif report.verdict == "unchecked":
+        overall = "unchecked: no method with a check was run; the maps are logged for review"
     rows.append(("<b>overall</b>", _badge(report.verdict), escape(overall)))
     for name, result in report.methods.items():
         if result.verdict == "n/a":

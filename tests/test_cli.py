@@ -192,6 +192,26 @@ def test_a_dead_model_fails_the_shipped_gate_with_the_reason(tracking_store, pro
     assert failures["integrated_gradients.completeness"] is not None
 
 
+def test_an_audit_that_checks_nothing_is_unchecked_not_an_error(
+    tracking_store, small_cnn, probe_file, shapes16, tmp_path, capsys
+):
+    # Captum's tutorial audits occlusion alone: no method with a check and no gate section.
+    _, probe = shapes16
+    uri = log_pytorch_model(small_cnn, probe.images[:2])
+    config = _write(tmp_path, "occ.yaml", "methods:\n  occlusion: {}\nartifacts:\n  sheet_samples: 1\n")
+    out_dir = tmp_path / "out"
+    args = ["audit", "--model-uri", uri, "--probe", probe_file, "--config", config, "--experiment", "u"]
+    code = main([*args, "--output-dir", str(out_dir), "--junit", "u.xml"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "nothing was checked" in out and "gate: unchecked" in out
+    (run,) = mlflow.search_runs(experiment_names=["u"], output_format="list")
+    assert run.data.tags["xai.gate"] == "unchecked" and run.data.tags["xai.verdict"] == "unchecked"
+    assert "xai/occlusion/seconds" in run.data.metrics
+    assert "unchecked" in (out_dir / "report.html").read_text()
+    assert json.loads((out_dir / "gate.json").read_text())["status"] == "unchecked"
+
+
 def test_gate_rejudges_a_run_without_recomputing(
     tracking_store, small_cnn, probe_file, shapes16, tmp_path, capsys
 ):
@@ -269,17 +289,19 @@ def test_baseline_model_drift_and_relative_thresholds(
             "gate.thresholds names metric 'xai/occlusion/seconds', but method 'occlusion' is not enabled",
         ),
         (
-            "gate:\n  thresholds:\n    xai/integrated_gradients/completness_rel_error_p95:\n      fail: 0.1\n",
+            "gate:\n  thresholds:\n    xai/integrated_gradients/completness_rel_error_p95:\n"
+            "      fail: 0.1\n",
             None,
             "which 'integrated_gradients' as configured does not produce; did you mean "
             "'xai/integrated_gradients/completeness_rel_error_p95'?",
         ),
         (
-            "gate:\n  thresholds:\n    xai/integrated_gradients/object_mass_fraction_mean:\n      fail: 0.1\n",
+            "gate:\n  thresholds:\n    xai/integrated_gradients/object_mass_fraction_mean:\n"
+            "      fail: 0.1\n",
             "nomask.npz",
             "which needs ground-truth masks in the probe set",
         ),
-        ("methods:\n  saliency: {}\n", None, "the gate evaluates no check"),
+        ("methods:\n  saliency: {}\ngate:\n  fail_on: [fail]\n", None, "the gate evaluates no check"),
         ("seed: 1\n", "missing.npz", "probe file"),
     ],
 )

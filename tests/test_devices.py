@@ -57,9 +57,9 @@ def test_tf32_setting_is_applied_during_the_audit_and_restored(small_cnn, shapes
     seen = []
     original = IntegratedGradients._attribute
 
-    def spy(self, handle, x, target):
+    def spy(self, handle, x, target, context):
         seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
-        return original(self, handle, x, target)
+        return original(self, handle, x, target, context)
 
     monkeypatch.setattr(IntegratedGradients, "_attribute", spy)
     before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
@@ -76,11 +76,11 @@ def test_cuda_out_of_memory_halves_the_batch_and_retries(small_cnn, shapes16, mo
     sizes = []
     original = IntegratedGradients._attribute
 
-    def three_fit(self, handle, xb, target):
+    def three_fit(self, handle, xb, target, context):
         sizes.append(len(xb))
         if len(xb) > 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return original(self, handle, xb, target)
+        return original(self, handle, xb, target, context)
 
     monkeypatch.setattr(IntegratedGradients, "_attribute", three_fit)
     report = audit(small_cnn, x, {**IG, "batch_size": 10})
@@ -96,7 +96,7 @@ def test_cuda_out_of_memory_halves_the_batch_and_retries(small_cnn, shapes16, mo
 def test_out_of_memory_on_one_sample_says_what_to_do(small_cnn, shapes16, monkeypatch):
     _, probe = shapes16
 
-    def never_fits(self, handle, xb, target):
+    def never_fits(self, handle, xb, target, context):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(IntegratedGradients, "_attribute", never_fits)
@@ -133,10 +133,10 @@ def test_no_hook_is_left_behind_and_state_is_restored(small_cnn, shapes16, monke
     seen = {}
     original = IntegratedGradients._attribute
 
-    def spy(self, handle, x, target):
+    def spy(self, handle, x, target, context):
         seen["training"] = handle.module.training
         seen["requires_grad"] = any(p.requires_grad for p in handle.module.parameters())
-        return original(self, handle, x, target)
+        return original(self, handle, x, target, context)
 
     monkeypatch.setattr(IntegratedGradients, "_attribute", spy)
     audit(small_cnn, probe.images[:3], HOOKED)
@@ -144,7 +144,7 @@ def test_no_hook_is_left_behind_and_state_is_restored(small_cnn, shapes16, monke
     assert _hooks(small_cnn) == 0
     assert small_cnn.training and [p.requires_grad for p in small_cnn.parameters()] == flags
 
-    def fails(self, handle, x, target):
+    def fails(self, handle, x, target, context):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(IntegratedGradients, "_attribute", fails)  # runs after the hooked methods

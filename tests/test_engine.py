@@ -54,7 +54,11 @@ def test_eval_mode_is_used_during_the_audit(shapes16):
         (np.full((2, 3, 16, 16), np.nan, np.float32), None, "NaN or Inf in 2 sample(s)"),
         (np.zeros((2, 3, 16, 16), np.uint8), None, "must be floating point"),
         (np.zeros((2, 1, 16, 16), np.float32), None, "cannot take probe inputs of shape [1, 16, 16]"),
-        (np.zeros((2, 3, 16, 16), np.float32), np.array([0, 7]), "label 7 of probe sample '000001' is out of range"),
+        (
+            np.zeros((2, 3, 16, 16), np.float32),
+            np.array([0, 7]),
+            "label 7 of probe sample '000001' is out of range",
+        ),
         (np.zeros((2, 3, 16, 16), np.float32), np.array([0, 1, 2]), "probe labels must be 2 integers"),
     ],
 )

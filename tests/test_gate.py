@@ -91,11 +91,27 @@ def test_relative_to_the_baseline_model():
 
 
 def test_unknown_metric_and_empty_gate_are_errors():
-    with pytest.raises(ConfigError, match="did not produce; available: xai/integrated_gradients/"):
+    with pytest.raises(ConfigError, match="but method 'occlusion' is not enabled"):
         judge(_metrics(), _config({"xai/occlusion/seconds": {"fail": 1.0}}))
-    cfg = load_config({"methods": {"saliency": {}}})
-    with pytest.raises(ConfigError, match="the gate evaluated no check"):
+    cfg = load_config({"methods": {"saliency": {}}, "gate": {"fail_on": ["fail"]}})
+    with pytest.raises(ConfigError, match="the gate evaluates no check"):
         judge({"xai/saliency/samples": 3.0, "xai/saliency/seconds": 0.1}, cfg)
+
+
+def test_without_a_gate_section_nothing_to_check_is_unchecked():
+    cfg = load_config({"methods": {"saliency": {}}})
+    result = judge({"xai/saliency/samples": 3.0, "xai/saliency/seconds": 0.1}, cfg)
+    assert result.status == "unchecked" and result.exit_code == 0 and result.checks == []
+
+
+def test_a_declared_metric_without_a_value_fails_with_the_reason():
+    name = IG + "completeness_rel_error_p95"
+    metrics = {IG + "samples": 4.0, IG + "seconds": 0.1, IG + "degenerate_baseline_count": 4.0}
+    result = judge(metrics, _config({name: {"fail": 0.01}}))
+    assert result.status == "fail" and result.exit_code == 1
+    (threshold,) = [c for c in result.checks if c.name == name]
+    assert threshold.level == "fail"
+    assert "every one of 4 samples has a degenerate baseline" in threshold.message
 
 
 def test_junit_markdown_and_annotations_agree(tmp_path, monkeypatch):

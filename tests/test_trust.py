@@ -320,7 +320,12 @@ def test_each_method_declares_exactly_the_metrics_it_produces(variant):
             {"has_masks": False},
             "needs ground-truth masks in the probe set",
         ),
-        ({"xai/probe/accuracy": {"fail": 0.5}}, {"saliency": {}}, {"has_labels": False}, "needs probe labels"),
+        (
+            {"xai/probe/accuracy": {"fail": 0.5}},
+            {"saliency": {}},
+            {"has_labels": False},
+            "needs probe labels",
+        ),
         (
             {"xai/saliency/drift_topk_overlap_min": {"fail": 0.5}},
             {"saliency": {}},
