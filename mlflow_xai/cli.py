@@ -210,7 +210,7 @@ def _audit(args: argparse.Namespace) -> int:
     check_gate_config(
         config,
         has_baseline=bool(args.baseline_model_uri),
-        has_labels=probe.labels is not None,
+        has_labels=probe.labels_are_classes,
         has_masks=probe.masks is not None,
     )
     if args.run_id:

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from mlflow_xai.errors import ConfigError
 
@@ -335,8 +343,37 @@ class PreprocessConfig(_Strict):
         return self
 
 
+# The two layouts of probe.class_index, as its refusals name them.
+CLASS_INDEX_LAYOUTS = (
+    'a mapping of folder name to class index ({"cat": 281}), or of class index to [folder name, '
+    'description] as in ImageNet\'s imagenet_class_index.json ({"281": ["n02123045", "tabby"]})'
+)
+
+
 class ProbeConfig(_Strict):
-    """How the probe set is read: its preprocessing, and how ``max_samples`` picks samples."""
+    """How the probe set is read: its preprocessing, how ``max_samples`` picks samples, and which
+    class of the model each class folder of an image folder holds.
+
+    Without ``class_index`` an image folder is labelled as ``torchvision.datasets.ImageFolder``
+    labels it: by the folder's position in sorted order (cat=0, dog=1). That is the model's class
+    only for a model trained on that very layout; an ImageNet model knows a tabby cat as 281, so
+    ``target: label`` would explain the wrong classes and the accuracy would score against them.
+    ``class_index`` names each folder's class of the model, inline (``class_index: {cat: 281,
+    dog: 207}``) or as the path of a JSON file (relative to the working directory) in one of two
+    layouts:
+
+    - folder name to class index: ``{"cat": 281, "dog": 207}``;
+    - class index to ``[folder name, description]``, the layout of Keras' ``imagenet_class_index.json``
+      that many PyTorch ImageNet examples use (``{"281": ["n02123045", "tabby"], ...}``):
+      the folder names are then the WordNet ids (``n02123045``), as ImageNet's own class folders
+      are named; the description (``tabby``) is not matched against folder names.
+
+    The file is read when the config is validated and the config keeps the mapping, not the path:
+    the logged config then records which classes the labels meant even if the file changes later.
+    Indices are integers >= 0 and no two folders may share one. A class index may name more
+    folders than the probe has (all 1000 ImageNet classes), but it must name every class folder of
+    the probe, and it applies to image folders only: other sources carry their own labels.
+    """
 
     sampling: Literal["first", "random", "stratified"] = Field(
         default="first",
@@ -344,6 +381,126 @@ class ProbeConfig(_Strict):
         "per label in proportion to its share",
     )
     preprocess: PreprocessConfig | None = None
+    class_index: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        description="image folders: the model's class index of each class folder, a mapping or a JSON "
+        "file; null = the folder's position in sorted order (as torchvision's ImageFolder)",
+    )
+
+    @field_validator("class_index", mode="before")
+    @classmethod
+    def _class_index(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (str, Path)):
+            return read_class_index(value)
+        if not isinstance(value, Mapping):
+            raise ValueError(
+                f"must be {CLASS_INDEX_LAYOUTS}, given inline or as the path of a JSON file, got "
+                f"{_brief(value)}"
+            )
+        return class_index_of(value, "the mapping")
+
+
+def read_class_index(path: str | Path) -> dict[str, int]:
+    """``{folder name: class index}`` from a JSON file in either layout ``ProbeConfig`` describes."""
+    import json  # only a class index file needs it
+
+    where = f"class index file {str(path)!r}"
+    file = Path(path)
+    if not file.is_file():
+        missing = "is a folder, not a file" if file.is_dir() else "does not exist"
+        raise ValueError(
+            f"{where} {missing}; give a JSON file holding {CLASS_INDEX_LAYOUTS}, or the mapping inline"
+        )
+
+    def no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # json keeps the last of two equal keys silently; a repeated folder or class is a mistake.
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ValueError(f"{where} has the key {key!r} twice; each key must appear once")
+            seen[key] = value
+        return seen
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{where} is not UTF-8 text; a class index file is JSON") from None
+    except OSError as exc:
+        raise ValueError(f"{where} cannot be read: {exc.strerror}") from None
+    try:
+        data = json.loads(text, object_pairs_hook=no_repeated_keys)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{where} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    return class_index_of(data, where)
+
+
+def class_index_of(data: Any, where: str) -> dict[str, int]:
+    """``{folder name: class index}`` from either layout, each entry checked; ``where`` names the
+    source in a refusal ("the mapping" inline, the file otherwise)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must hold {CLASS_INDEX_LAYOUTS}, got {_brief(data)}")
+    if not data:
+        raise ValueError(f"{where} is empty; it must name the class of each class folder of the probe")
+    imagenet = [isinstance(value, (list, tuple)) for value in data.values()]
+    if any(imagenet) and not all(imagenet):
+        raise ValueError(
+            f"{where} mixes the two layouts (some values are lists, some are not); it must be "
+            f"{CLASS_INDEX_LAYOUTS}"
+        )
+    pairs = [_imagenet_entry(k, v, where) for k, v in data.items()] if all(imagenet) else list(data.items())
+    index: dict[str, int] = {}
+    owner: dict[int, str] = {}
+    for name, cls in pairs:
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"{where} has the key {name!r}; a folder name is a non-empty string (quote a name "
+                "that YAML would read as a number, e.g. '001': 3)"
+            )
+        if type(cls) is not int or cls < 0:  # bool is an int to Python, never a class
+            raise ValueError(
+                f"{where} maps folder {name!r} to {_brief(cls)}; a class index is an integer >= 0, "
+                "the position of the class in the model's output"
+            )
+        if name in index:
+            raise ValueError(
+                f"{where} names folder {name!r} for both class {index[name]} and class {cls}; a folder "
+                "holds one class"
+            )
+        if cls in owner:
+            raise ValueError(
+                f"{where} maps both {owner[cls]!r} and {name!r} to class {cls}; each class folder must "
+                "be a different class of the model"
+            )
+        index[name], owner[cls] = cls, name
+    return index
+
+
+def _imagenet_entry(key: Any, value: Any, where: str) -> tuple[Any, int]:
+    """(folder name, class index) of one ``"281": ["n02123045", "tabby"]`` entry."""
+    number = key if type(key) is int else None
+    if isinstance(key, str) and key.isascii() and key.isdecimal():
+        number = int(key)
+    if number is None:
+        raise ValueError(
+            f"{where} has the key {key!r} with a list value; in the layout of imagenet_class_index.json "
+            'each key is a class index such as "281"'
+        )
+    if len(value) != 2 or not all(isinstance(part, str) for part in value):
+        raise ValueError(
+            f"{where} maps {key!r} to {_brief(value)}; in the layout of imagenet_class_index.json each "
+            'value is [folder name, description], e.g. ["n02123045", "tabby"]'
+        )
+    return value[0], number
+
+
+def _brief(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut short: a refusal quotes the value, not a whole file."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 class PrecisionConfig(_Strict):

@@ -20,6 +20,8 @@ from mlflow_xai.config import PreprocessConfig, ProbeConfig
 from mlflow_xai.errors import ConfigError, ProbeError
 from mlflow_xai.probe import (
     CHUNK_ROWS,
+    CLASS_INDEX,
+    FOLDER_ORDER,
     ProbeSet,
     SpillWriter,
     keep_alive,
@@ -61,6 +63,13 @@ def load_probe(
     """
     config = config or ProbeConfig()
     preprocess = config.preprocess
+    if config.class_index is not None and not (isinstance(source, (str, Path)) and Path(source).is_dir()):
+        raise ConfigError(
+            f"probe.class_index maps the class folders of an image folder to the model's classes, but "
+            f"the probe is {_not_a_folder(source)}, whose labels are used as they are; give them as the "
+            "model's class indices (a torch Dataset can map its own with a target_transform) and drop "
+            "probe.class_index, or give an image folder"
+        )
     if isinstance(source, ProbeSet):
         if preprocess is not None:
             raise ConfigError(
@@ -78,7 +87,7 @@ def load_probe(
     if isinstance(source, (str, Path)):
         path = Path(source)
         if path.is_dir():
-            return load_image_folder(path, preprocess, limit=limit)
+            return load_image_folder(path, preprocess, limit=limit, class_index=config.class_index)
         if path.suffix == ".npy":
             if preprocess is None:
                 return load_npz(path)  # memory-mapped, used as it is
@@ -107,6 +116,22 @@ def load_probe(
         f"cannot read a probe set from {type(source).__name__}; give a ProbeSet, a numpy array, a "
         ".npy/.npz file, an image folder (one subfolder per class), a torch Dataset or a DataLoader"
     )
+
+
+def _not_a_folder(source: Any) -> str:
+    """What a probe source that is not an image folder is, as a refusal names it."""
+    if isinstance(source, (str, Path)):
+        where = "does not exist" if not Path(source).exists() else "is a file"
+        return f"{str(source)!r}, which {where}, not a folder"
+    if isinstance(source, ProbeSet):
+        return "a ProbeSet"
+    if isinstance(source, (np.ndarray, torch.Tensor)):
+        return f"an array ({type(source).__name__})"
+    if isinstance(source, torch.utils.data.DataLoader):
+        return f"a DataLoader (of {type(source.dataset).__name__})"
+    if isinstance(source, torch.utils.data.Dataset):
+        return f"a Dataset ({type(source).__name__})"
+    return f"a {type(source).__name__}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,10 +278,19 @@ def _pick(arrays: Mapping[str, Any], keys: tuple[str, ...], where: str | None = 
 
 
 def load_image_folder(
-    root: str | Path, preprocess: PreprocessConfig | None, *, limit: int | None = None
+    root: str | Path,
+    preprocess: PreprocessConfig | None,
+    *,
+    limit: int | None = None,
+    class_index: Mapping[str, int] | None = None,
 ) -> ProbeSet:
-    """``root/<class>/.../<image>``: the label is the index of the class folder in sorted order
-    (as ``torchvision.datasets.ImageFolder``), the id is the path relative to ``root``.
+    """``root/<class>/.../<image>``: the id is the path relative to ``root``, in sorted order.
+
+    The label is ``class_index[<class>]`` (``probe.class_index``: the model's class of each
+    folder), which must name every class folder; without it, the index of the class folder in
+    sorted order, as ``torchvision.datasets.ImageFolder`` labels it. Those positions are the model's
+    classes only for a model trained on this very layout, so the probe set records which of the two
+    its labels are (``label_source``) and keeps the folder names (``class_names``).
 
     Images are read as RGB uint8, so the config must declare ``probe.preprocess.scale`` (255).
     """
@@ -267,8 +301,19 @@ def load_image_folder(
             f"image folder {str(root)!r} has no class subfolders; lay it out as "
             f"{root}/<class name>/<image file>, one subfolder per class"
         )
+    if class_index is None:
+        label_of = {name: position for position, name in enumerate(classes)}
+    else:
+        missing = [name for name in classes if name not in class_index]
+        if missing:
+            raise ConfigError(
+                f"probe.class_index does not name {len(missing)} of the {len(classes)} class folders of "
+                f"{str(root)!r}: {_few(missing)}; it must give the model's class index of every class "
+                f"folder (it names folders such as {_few(sorted(class_index), 3)})"
+            )
+        label_of = {name: class_index[name] for name in classes}
     files: list[tuple[Path, int]] = []
-    for index, name in enumerate(classes):
+    for name in classes:
         found = sorted(
             p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
         )
@@ -277,7 +322,7 @@ def load_image_folder(
                 f"class folder {name!r} of {str(root)!r} has no image file; allowed extensions: "
                 f"{', '.join(IMAGE_EXTENSIONS)}"
             )
-        files.extend((p, index) for p in found)
+        files.extend((p, label_of[name]) for p in found)
     if limit is not None:
         files = files[:limit]
 
@@ -296,7 +341,19 @@ def load_image_folder(
                 "ids": path.relative_to(root).as_posix(),
             }
 
-    return _from_items(items(), preprocess, None)
+    return _from_items(
+        items(),
+        preprocess,
+        None,
+        class_names={label: name for name, label in label_of.items()},
+        label_source=FOLDER_ORDER if class_index is None else CLASS_INDEX,
+    )
+
+
+def _few(names: Sequence[str], shown: int = 5) -> str:
+    """At most ``shown`` names, quoted, and how many more there are."""
+    text = ", ".join(repr(name) for name in names[:shown])
+    return text if len(names) <= shown else f"{text} and {len(names) - shown} more"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -373,7 +430,14 @@ def _is_pil_image(value: Any) -> bool:
     return isinstance(value, Image.Image)
 
 
-def _from_items(items: Iterable[Any], preprocess: PreprocessConfig | None, limit: int | None) -> ProbeSet:
+def _from_items(
+    items: Iterable[Any],
+    preprocess: PreprocessConfig | None,
+    limit: int | None,
+    *,
+    class_names: Mapping[int, str] | None = None,
+    label_source: str | None = None,
+) -> ProbeSet:
     """Stream samples into spill files, preprocessing them a chunk at a time."""
     writers = {"inputs": SpillWriter("inputs"), "masks": SpillWriter("masks")}
     labels: list[int] = []
@@ -432,6 +496,8 @@ def _from_items(items: Iterable[Any], preprocess: PreprocessConfig | None, limit
             np.asarray(labels, dtype=np.int64) if has_label else None,
             masks,
             np.asarray(ids) if has_id else None,
+            class_names=None if class_names is None else dict(class_names),
+            label_source=label_source,
         )
     except BaseException:
         for writer in writers.values():

@@ -26,6 +26,10 @@ from mlflow_xai.errors import ProbeError
 
 CHUNK_ROWS = 1024  # samples read at once by validation, hashing and copying
 SAMPLINGS = ("first", "random", "stratified")
+#: Where a probe's labels came from, when not with the data itself (``ProbeSet.label_source``).
+FOLDER_ORDER = "folder_order"  # an image folder's sorted folder positions: not known to be the model's
+CLASS_INDEX = "class_index"  # an image folder's folders through probe.class_index: the model's classes
+LABEL_SOURCES = (FOLDER_ORDER, CLASS_INDEX)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,15 @@ class ProbeSet:
     """Inputs in the model's input space, optional labels and ground-truth masks, stable ids.
 
     ``feature_names`` names the columns of tabular inputs of shape (N, F).
+
+    ``class_names`` maps a label to the name of its class (an image folder's folder name), for
+    titles and tables. ``label_source`` says where the labels came from when they were not given
+    with the data: ``"folder_order"`` for an image folder read without ``probe.class_index``, whose
+    labels are the folders' positions in sorted order (as torchvision's ``ImageFolder``) and so the
+    model's classes only if it was trained on that very layout; ``"class_index"`` when
+    ``probe.class_index`` mapped each folder to the model's class. ``None`` (arrays, files,
+    Datasets) means the labels are taken as the model's class indices, as given. Neither enters
+    ``sha256``: the labels themselves do.
     """
 
     inputs: np.ndarray
@@ -48,6 +61,8 @@ class ProbeSet:
     masks: np.ndarray | None = None
     ids: np.ndarray | None = None
     feature_names: tuple[str, ...] | None = None
+    class_names: dict[int, str] | None = None
+    label_source: str | None = None
 
     def __post_init__(self) -> None:
         x = self.inputs
@@ -111,6 +126,34 @@ class ProbeSet:
             if len(set(names)) != len(names):
                 raise ProbeError("feature_names must be unique")
             object.__setattr__(self, "feature_names", names)
+        self._check_classes()
+
+    def _check_classes(self) -> None:
+        if self.label_source is not None:
+            if self.label_source not in LABEL_SOURCES:
+                raise ProbeError(
+                    f"label_source must be one of {', '.join(LABEL_SOURCES)} or None, got "
+                    f"{self.label_source!r}"
+                )
+            if self.labels is None:
+                raise ProbeError(f"label_source {self.label_source!r} describes labels, but there are none")
+        if self.class_names is None:
+            return
+        if self.labels is None:
+            raise ProbeError("class_names name the classes of the labels, but the probe set has no labels")
+        names = {int(k): str(v) for k, v in dict(self.class_names).items()}
+        unnamed = sorted(set(np.unique(self.labels).tolist()) - set(names))
+        if unnamed:
+            raise ProbeError(
+                f"class_names must name the class of every label; labels {unnamed[:5]} have no name"
+            )
+        object.__setattr__(self, "class_names", names)
+
+    @property
+    def labels_are_classes(self) -> bool:
+        """Whether the labels are the model's class indices: given with the data or mapped by
+        ``probe.class_index``, not an image folder's sorted positions (accuracy means nothing then)."""
+        return self.labels is not None and self.label_source != FOLDER_ORDER
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -171,6 +214,8 @@ class ProbeSet:
             masks,
             self.ids[rows],
             self.feature_names,
+            self.class_names,
+            self.label_source,
         )
         for array in (inputs, masks):
             keep_alive(subset, array)

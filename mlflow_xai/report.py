@@ -161,11 +161,12 @@ class AuditReport:
     autocast: str | None = None  # precision of gradient passes, when lower than dtype
     tf32: bool = False  # TF32 allowed in CUDA matmuls and convolutions
     oom_splits: dict[str, int] = field(default_factory=dict)  # per method: batch halvings on CUDA OOM
+    model_was_training: bool = False  # the model came in train mode; it was audited in eval mode
 
     def metrics(self) -> dict[str, float]:
         """Every metric, named ``xai/<method>/<quantity>_<stat>``, as plain Python floats."""
         out: dict[str, float] = {f"{METRIC_PREFIX}/probe/samples": float(len(self.probe))}
-        if self.probe.labels is not None:
+        if self.probe.labels_are_classes:
             accuracy = float((self.predictions == self.probe.labels).mean())
             out[f"{METRIC_PREFIX}/probe/accuracy"] = accuracy
         for name, result in self.methods.items():
@@ -234,7 +235,9 @@ class AuditReport:
             member = groups == cls
             row: dict[str, object] = {"class": int(cls), "count": int(member.sum())}
             row["accuracy"] = (
-                "" if labels is None else float((self.predictions[member] == labels[member]).mean())
+                float((self.predictions[member] == labels[member]).mean())
+                if self.probe.labels_are_classes
+                else ""
             )
             for name, result in self.methods.items():
                 c = result.completeness
