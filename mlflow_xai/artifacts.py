@@ -105,6 +105,7 @@ def summary_dict(report: AuditReport) -> dict[str, Any]:
         "probe": {"samples": len(probe), "sha256": report.probe_sha256},
         "device": report.device,
         "exported_model": report.exported_model,
+        "model_mode": "eval (the model came in train mode)" if report.model_was_training else "eval",
         "provenance": provenance(report),
     }
 

@@ -27,13 +27,21 @@ from tqdm.auto import tqdm
 from mlflow_xai.baselines import make_baseline
 from mlflow_xai.checks import CompletenessResult
 from mlflow_xai.config import AuditConfig, dump_config, load_config
-from mlflow_xai.errors import ModelError, ProbeError
+from mlflow_xai.errors import ConfigError, ModelError, ProbeError
 from mlflow_xai.ig_plots import IGPathProfiles, ig_path_profiles
 from mlflow_xai.loaders import load_probe
 from mlflow_xai.methods import build
 from mlflow_xai.methods.base import Attribution, AttributionContext, concat_attributions
-from mlflow_xai.model import ModelHandle, audit_mode, resolve_autocast, resolve_device, tf32_mode
-from mlflow_xai.probe import ProbeSet, release_pages
+from mlflow_xai.model import (
+    ModelHandle,
+    audit_mode,
+    is_exported_graph,
+    resolve_autocast,
+    resolve_device,
+    tf32_mode,
+    training_mode_ops,
+)
+from mlflow_xai.probe import FOLDER_ORDER, ProbeSet, release_pages
 from mlflow_xai.report import AuditReport, MethodResult
 
 
@@ -115,6 +123,8 @@ class BatchAttributor:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.methods = {name: build(name, mcfg) for name, mcfg in cfg.methods.enabled().items()}
+        # audit_mode puts a module model in eval mode for the audit; the report says it did.
+        self.model_was_training = not is_exported_graph(model) and any(m.training for m in model.modules())
         self.handle = ModelHandle(
             model,
             self.device,
@@ -343,6 +353,15 @@ def prepare_probe(
         probe = probe.sample(cfg.max_samples, cfg.probe.sampling, seed=cfg.seed)
     if cfg.target == "label" and probe.labels is None:
         raise ProbeError("target 'label' needs probe labels, but the probe set has none")
+    if cfg.target == "label" and probe.label_source == FOLDER_ORDER:
+        shown = ", ".join(f"{name}={label}" for label, name in sorted((probe.class_names or {}).items())[:5])
+        raise ConfigError(
+            "target 'label' explains each sample's label, but the probe is an image folder read without "
+            f"probe.class_index, so its labels are the folders' positions in sorted order ({shown}), not "
+            "known to be the model's classes; give probe.class_index (e.g. {cat: 281, dog: 207}, or "
+            "{cat: 0, dog: 1} for a model trained on this very folder layout), or use target: predicted "
+            "or a class index"
+        )
     return probe
 
 
@@ -399,6 +418,7 @@ def build_report(
         autocast=cfg.precision.autocast,
         tf32=cfg.precision.tf32,
         oom_splits={name: s.splits for name, s in attributor.splitters.items() if s.splits},
+        model_was_training=attributor.model_was_training,
     )
 
 
@@ -538,14 +558,23 @@ def check_audit_inputs(model: nn.Module, probe: ProbeSet, cfg: AuditConfig) -> N
         attributor.preflight(probe)
 
 
+_REEXPORT = (
+    "call model.eval() before mlflow.pytorch.log_model and give an input_example of 2 or more rows "
+    '(the batch dimension is then dynamic), or log it with serialization_format="pickle"'
+)
+
+
 def _check_fits(handle: ModelHandle, probe: ProbeSet, dtype: torch.dtype) -> int:
-    """Run one sample through the model first, so a shape mismatch fails before any compute.
+    """Run the first samples through the model before any compute: a shape mismatch, a graph
+    exported with a static batch of 1, a graph exported in training mode and an output that is
+    random (two passes over the same batch disagree) each fail here, before a run is opened.
 
     Returns the number of classes the model scores."""
-    x = torch.from_numpy(np.array(probe.inputs[:1])).to(handle.device, dtype)
+    x = torch.from_numpy(np.array(probe.inputs[:2])).to(handle.device, dtype)
+    x = x.expand(2, *x.shape[1:]) if len(x) == 1 else x  # methods batch many points even for one sample
     try:
         with torch.no_grad():
-            return int(handle.scores(x).shape[1])
+            classes = int(handle.scores(x[:1]).shape[1])
     except ModelError:
         raise
     except Exception as exc:  # the model's own error says best what it expected
@@ -553,6 +582,42 @@ def _check_fits(handle: ModelHandle, probe: ProbeSet, dtype: torch.dtype) -> int
             f"the model cannot take probe inputs of shape {list(probe.input_shape)} "
             f"(per sample): {type(exc).__name__}: {exc}"
         ) from None
+    training_ops = training_mode_ops(handle.module)
+    if training_ops:
+        raise ModelError(
+            "the model is a graph exported in training mode (MLflow's default pt2 format): it runs "
+            f"{', '.join(training_ops)} with training=True, so its outputs depend on the batch or on "
+            "chance, and an exported graph cannot be switched to eval mode; its attributions would "
+            f"not be the deployed model's. Re-log it: {_REEXPORT}"
+        )
+    try:
+        with torch.no_grad():
+            first, second = handle.scores(x), handle.scores(x)
+    except ModelError:
+        raise
+    except Exception as exc:
+        if handle.exported:
+            raise ModelError(
+                "the model is a graph exported with a static batch of 1 (MLflow's default pt2 format, "
+                "logged with a one-row input_example): a pass over 2 samples fails "
+                f"({type(exc).__name__}: {_first_line(exc)}), and an audit evaluates many inputs per "
+                f"pass. Re-log it: {_REEXPORT}"
+            ) from None
+        raise ProbeError(
+            f"the model takes one input but not a batch of 2: {type(exc).__name__}: {exc}"
+        ) from None
+    # Dropout changes outputs by their own size; a GPU's non-deterministic kernels by far less.
+    if float((first - second).abs().max()) > 1e-4 * max(float(first.abs().max()), 1e-12):
+        raise ModelError(
+            "the model's output is random: two passes over the same 2 inputs disagree (by up "
+            f"to {float((first - second).abs().max()):.3g}), so no attribution of it can be repeated. "
+            "Dropout or noise left on in forward()? Put the model in eval mode before logging it"
+        )
+    return classes
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _check_targets(spec: str | int, probe: ProbeSet, classes: int) -> None:

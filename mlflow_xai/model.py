@@ -51,6 +51,30 @@ def is_exported_graph(model: nn.Module) -> bool:
     return True
 
 
+def training_mode_ops(model: nn.Module) -> list[str]:
+    """The ops of an exported graph that run in training mode: batch norm on batch statistics,
+    dropout that drops. Read from each ATen op's own ``training``/``train`` argument, so every
+    variant (``batch_norm``, ``native_batch_norm``, ``dropout``, ``feature_dropout``, ...) is seen.
+
+    ``torch.export`` bakes the module's mode into the graph, and the graph refuses ``.eval()``: a
+    model exported in train mode stays so.
+    """
+    if not isinstance(model, torch.fx.GraphModule):
+        return []
+    found = []
+    for node in model.graph.nodes:
+        schema = getattr(node.target, "_schema", None) if node.op == "call_function" else None
+        if schema is None:
+            continue
+        for index, argument in enumerate(schema.arguments):
+            if argument.name not in ("training", "train"):
+                continue
+            value = node.args[index] if index < len(node.args) else node.kwargs.get(argument.name)
+            if value is True:
+                found.append(str(node.target))
+    return sorted(set(found))
+
+
 def resolve_autocast(spec: str | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision.autocast`` on ``device``; CPU autocast is bfloat16 only."""
     if spec is None:

@@ -89,7 +89,13 @@ def _header(report: AuditReport) -> str:
         f'<p class="overall">Verdict: {_badge(report.verdict)} &nbsp; '
         f'<span class="muted">{len(report.probe)} probe samples, methods: {escape(methods)}, '
         f"target: {escape(str(report.config.target))}, output: {escape(report.config.output)}</span></p>"
-        "<nav>Sections: verdicts · statistics · samples · worst samples · convergence · "
+        + (
+            '<p class="muted">The model came in train mode: it was audited in eval mode (BatchNorm '
+            "running statistics, no dropout), as it is deployed.</p>"
+            if report.model_was_training
+            else ""
+        )
+        + "<nav>Sections: verdicts · statistics · samples · worst samples · convergence · "
         "distributions · per class · provenance</nav>"
     )
 
