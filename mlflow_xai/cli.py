@@ -95,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a config file alone",
         description="Validate an audit config. Exit code 0 when valid, 2 with one line when not.",
     )
-    validate.add_argument("file")
+    validate.add_argument("file", nargs="?", help="audit config YAML (default: the built-in defaults)")
+    validate.add_argument(
+        "--input-shape",
+        help="shape of one input, e.g. 3,224,224 or 20: show what the shape-dependent defaults "
+        "(occlusion windows) resolve to",
+    )
     validate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return parser
 
@@ -159,10 +164,36 @@ def _one_line(exc: BaseException) -> str:
 def _validate(args: argparse.Namespace) -> int:
     from mlflow_xai.config import load_config
 
+    shape = _input_shape(args.input_shape) if args.input_shape else None
     config = load_config(args.file)
     methods = ", ".join(config.methods.enabled())
-    print(f"{args.file}: valid (methods: {methods}; {len(config.gate.thresholds)} gate threshold(s))")
+    name = args.file or "the built-in defaults"
+    print(f"{name}: valid (methods: {methods}; {len(config.gate.thresholds)} gate threshold(s))")
+    if shape is not None:
+        import math
+
+        from mlflow_xai.methods import build
+
+        occlusion = config.methods.occlusion
+        if occlusion is not None:
+            window, strides = build("occlusion", occlusion).windows(shape)
+            count = math.prod(
+                math.ceil((s - w) / t) + 1 for s, w, t in zip(shape, window, strides, strict=True)
+            )
+            print(
+                f"  occlusion on inputs of shape {list(shape)}: sliding_window_shapes {list(window)}, "
+                f"strides {list(strides)} ({count} windows per sample)"
+            )
     return 0
+
+
+def _input_shape(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(
+            f"--input-shape must be positive integers separated by commas, e.g. 3,224,224; got {text!r}"
+        )
+    return tuple(int(p) for p in parts)
 
 
 def _load_pytorch_model(uri: str) -> Any:

@@ -6,6 +6,7 @@ a coerced 50, and every error names the key path, the value and what is allowed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -154,8 +155,21 @@ class IntegratedGradientsConfig(_Strict):
 
 
 class OcclusionConfig(_Strict):
-    sliding_window_shapes: list[PositiveInt] = Field(default=[3, 8, 8], min_length=1)
-    strides: list[PositiveInt] = Field(default=[3, 4, 4], min_length=1)
+    """Slide a window over the input, set it to ``baseline`` and record how the output drops.
+
+    ``sliding_window_shapes: auto`` (the default) fits any input: all channels, and a quarter of
+    each spatial side (rounded up), so an image of any size gets 7 x 7 windows; a 1-D (tabular) row
+    is occluded one feature at a time. ``strides: auto`` is half the window on each axis (rounded
+    up), the whole axis where the window spans it (the channels), and one feature for a 1-D row.
+    ``mlflow-xai validate-config --input-shape C,H,W`` shows what they resolve to.
+    """
+
+    sliding_window_shapes: list[PositiveInt] | Literal["auto"] = Field(
+        default="auto", description="window per input axis (channels first), or 'auto' (from the input)"
+    )
+    strides: list[PositiveInt] | Literal["auto"] = Field(
+        default="auto", description="window step per input axis, or 'auto' (half the window)"
+    )
     baseline: float = 0.0
     perturbations_per_eval: PositiveInt | None = Field(
         default=None,
@@ -167,20 +181,42 @@ class OcclusionConfig(_Strict):
 
     @model_validator(mode="after")
     def _same_rank(self) -> OcclusionConfig:
-        if len(self.strides) != len(self.sliding_window_shapes):
-            raise ValueError(
-                f"strides {self.strides} and sliding_window_shapes {self.sliding_window_shapes} "
-                "must have the same length (one entry per input dimension)"
-            )
-        pairs = zip(self.strides, self.sliding_window_shapes, strict=True)
-        wider = [axis for axis, (stride, window) in enumerate(pairs) if stride > window]
-        if wider:
-            raise ValueError(
-                f"strides {self.strides} exceed sliding_window_shapes {self.sliding_window_shapes} on "
-                f"axis {', '.join(map(str, wider))}: features between two windows would be covered by "
-                "none and get no attribution; each stride must be <= its window entry"
-            )
+        window, strides = self.sliding_window_shapes, self.strides
+        if window == "auto" or strides == "auto":
+            return self  # checked against the input's shape when it is known
+        check_occlusion_windows(window, strides)
         return self
+
+    def resolve(self, sample_shape: tuple[int, ...]) -> tuple[list[int], list[int]]:
+        """The window and strides for inputs of ``sample_shape`` (one input, channels first)."""
+        window = self.sliding_window_shapes
+        if window == "auto":
+            if len(sample_shape) == 1:
+                window = [1]
+            else:
+                window = [sample_shape[0], *(math.ceil(side / 4) for side in sample_shape[1:])]
+        strides = self.strides
+        if strides == "auto":  # half the window; a window as long as its axis has one position
+            sides = sample_shape if len(sample_shape) == len(window) else (0,) * len(window)
+            strides = [w if w >= side else math.ceil(w / 2) for w, side in zip(window, sides, strict=True)]
+        return list(window), list(strides)
+
+
+def check_occlusion_windows(window: list[int], strides: list[int]) -> None:
+    """Refuse windows and strides of different lengths, and strides longer than their window."""
+    if len(strides) != len(window):
+        raise ValueError(
+            f"strides {strides} and sliding_window_shapes {window} "
+            "must have the same length (one entry per input dimension)"
+        )
+    pairs = zip(strides, window, strict=True)
+    wider = [axis for axis, (stride, size) in enumerate(pairs) if stride > size]
+    if wider:
+        raise ValueError(
+            f"strides {strides} exceed sliding_window_shapes {window} on "
+            f"axis {', '.join(map(str, wider))}: features between two windows would be covered by "
+            "none and get no attribution; each stride must be <= its window entry"
+        )
 
 
 # The Captum-backed methods' parameter models live in their own module, which builds on the classes

@@ -37,7 +37,7 @@ from mlflow_xai.errors import ConfigError
             {"checks": {"completeness": {"tolerance": -0.1}}},
             "checks.completeness.tolerance must be a number >= 0.0, got -0.1",
         ),
-        ({"methods": {"occlusion": {"strides": [1, 1]}}}, "must have the same length"),
+        ({"methods": {"occlusion": {"sliding_window_shapes": [3, 4, 4], "strides": [1, 1]}}}, "same length"),
         ({"methods": {}}, "methods must enable at least one method"),
     ],
 )

@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from mlflow_xai.config import check_occlusion_windows
 from mlflow_xai.errors import ProbeError
 from mlflow_xai.methods.base import Attribution, AttributionContext, AttributionMethod, register
 from mlflow_xai.model import ModelHandle
@@ -108,27 +109,33 @@ def occlusion(
 class Occlusion(AttributionMethod):
     def check_input(self, handle: ModelHandle, x: torch.Tensor) -> None:
         super().check_input(handle, x)
-        self._check_window(tuple(x.shape[1:]))
+        self.windows(tuple(x.shape[1:]))
 
-    def _check_window(self, sample_shape: tuple[int, ...]) -> None:
-        window = tuple(self.config.sliding_window_shapes)
+    def windows(self, sample_shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The window and strides for this input shape (``auto`` resolved), or a ProbeError."""
+        window, strides = self.config.resolve(sample_shape)
         if len(window) != len(sample_shape):
             raise ProbeError(
                 f"methods.occlusion.sliding_window_shapes {list(window)} has {len(window)} entries "
-                f"but each input has shape {list(sample_shape)}; give one entry per input axis"
+                f"but each input has shape {list(sample_shape)}; give one entry per input axis, or "
+                "'auto'"
             )
         if any(w > s for w, s in zip(window, sample_shape, strict=True)):
             raise ProbeError(
                 f"methods.occlusion.sliding_window_shapes {list(window)} is larger than the input "
                 f"{list(sample_shape)} on some axis; every window entry must be <= the input's"
             )
+        try:
+            check_occlusion_windows(window, strides)
+        except ValueError as exc:
+            raise ProbeError(f"methods.occlusion: {exc}") from None
+        return tuple(window), tuple(strides)
 
     def _attribute(
         self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
     ) -> Attribution:
         cfg = self.config
-        self._check_window(tuple(x.shape[1:]))
-        window, strides = tuple(cfg.sliding_window_shapes), tuple(cfg.strides)
+        window, strides = self.windows(tuple(x.shape[1:]))
         per_pass = cfg.perturbations_per_eval or max(1, cfg.internal_batch_size // max(1, len(x)))
         values = occlusion(
             handle.scores,
