@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterable
 from math import prod
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -29,8 +32,64 @@ def run_evaluation(
             raise ProbeError(f"targets must be integer class indices, got {labels.dtype}")
     # Raw data: probe.preprocess (and its scale for integer data) applies as for any probe source.
     report = audit(module, inputs, config, labels=labels, feature_names=feature_names)
-    log_report(report, run_id, log_metrics=log_metrics)
-    return report.metrics(), {}
+    with tempfile.TemporaryDirectory(prefix="mlflow-xai-") as folder:
+        paths = log_report(report, run_id, log_metrics=log_metrics, folder=folder)
+        artifacts = evaluation_artifacts(run_id, paths, local_root=folder)
+    return report.metrics(), artifacts
+
+
+#: Text files MLflow has no own artifact class for: their content is the text.
+_TEXT_SUFFIXES = (".html", ".yaml", ".yml", ".txt", ".md", ".xml")
+
+
+def evaluation_artifacts(
+    run_id: str, paths: Iterable[str], *, local_root: str | Path | None = None
+) -> dict[str, Any]:
+    """One MLflow ``EvaluationArtifact`` per logged file, keyed by its path in the run.
+
+    The key keeps the extension (``xai/report.html``, ``xai/integrated_gradients/masks.npz``): it
+    is the path ``MlflowClient.list_artifacts`` shows, and without it ``masks.npz`` and a future
+    ``masks.png`` would share a name. The URI is the file in the run's artifact store. The class
+    follows the suffix: MLflow's image, JSON, CSV, ``.npy`` and text classes, ours for ``.npz`` (a
+    dict of arrays) and raw bytes for any other kind.
+
+    ``local_root`` is the folder that was uploaded as ``xai/``: the content of every file but the
+    masks is read from it now, as MLflow's own evaluators do, because MLflow's artifact classes
+    save (``EvaluationResult.save``) only content already loaded. Masks (``.npz``, the one kind
+    that grows with the probe set) load from the URI on first access instead, and save that way.
+    """
+    # mlflow's artifact classes import matplotlib.pyplot: only here, never on the can_evaluate path.
+    from mlflow.models.evaluation.artifacts import (
+        CsvEvaluationArtifact,
+        ImageEvaluationArtifact,
+        JsonEvaluationArtifact,
+        NumpyEvaluationArtifact,
+        TextEvaluationArtifact,
+    )
+    from mlflow.tracking.artifact_utils import get_artifact_uri
+    from mlflow.utils.uri import append_to_uri_path
+
+    from mlflow_xai.evaluator import BytesEvaluationArtifact, NpzEvaluationArtifact
+
+    by_suffix = {
+        ".png": ImageEvaluationArtifact,
+        ".jpg": ImageEvaluationArtifact,
+        ".jpeg": ImageEvaluationArtifact,
+        ".json": JsonEvaluationArtifact,
+        ".csv": CsvEvaluationArtifact,
+        ".npy": NumpyEvaluationArtifact,
+        ".npz": NpzEvaluationArtifact,
+        **dict.fromkeys(_TEXT_SUFFIXES, TextEvaluationArtifact),
+    }
+    root = get_artifact_uri(run_id)  # one store lookup, not one per file
+    artifacts = {}
+    for path in paths:
+        kind = by_suffix.get(PurePosixPath(path).suffix.lower(), BytesEvaluationArtifact)
+        artifact = kind(uri=append_to_uri_path(root, path))
+        if local_root is not None and kind is not NpzEvaluationArtifact:
+            artifact._load(Path(local_root, *PurePosixPath(path).parts[1:]))
+        artifacts[path] = artifact
+    return artifacts
 
 
 def _signature_shape(model: Any) -> tuple[int, ...] | None:
@@ -101,4 +160,4 @@ def evaluation_inputs(features: Any, shape: tuple[int, ...] | None) -> tuple[np.
     return np.ascontiguousarray(array.reshape(len(array), *shape)), None
 
 
-__all__ = ["evaluation_inputs", "run_evaluation"]
+__all__ = ["evaluation_artifacts", "evaluation_inputs", "run_evaluation"]

@@ -1,21 +1,51 @@
 """The ``xai`` evaluator for ``mlflow.models.evaluate``.
 
 MLflow calls every registered evaluator for every evaluation when ``evaluators=None`` (sklearn
-models too), so this module imports nothing heavy at import time and declines non-PyTorch models
-before torch is imported.
+models too), so this module imports nothing heavy at import time: ``can_evaluate`` answers from the
+model type alone and ``evaluate`` declines non-PyTorch models before torch is imported.
 """
 
 from __future__ import annotations
 
-from mlflow.models.evaluation.base import EvaluationResult, ModelEvaluator
+import logging
+from typing import Any
 
-MODEL_TYPES = ("image_classifier",)
+from mlflow.models.evaluation.base import EvaluationArtifact, EvaluationResult, ModelEvaluator
+
+#: MLflow's standard ``classifier`` (tabular rows, or images when ``input_shape`` or the model's
+#: tensor signature gives an image shape) and our own ``image_classifier``, which keeps MLflow's
+#: built-in evaluators out and makes targets optional. Regressors, text and retrieval models have
+#: no class score whose attribution we could check.
+MODEL_TYPES = ("classifier", "image_classifier")
+PYTORCH_FLAVOR = "pytorch"
+_log = logging.getLogger(__name__)
+
+
+def _declined(reason: str, evaluator_config: Any) -> None:
+    """Say why xai declines: as a warning when the user configured xai (they meant it to run, and
+    MLflow's own error only says that no evaluator could evaluate the model), quietly otherwise
+    (``evaluators=None`` asks xai about every model, and most are not ours to audit)."""
+    level = logging.WARNING if evaluator_config else logging.DEBUG
+    _log.log(level, "the xai evaluator declines: %s", reason)
 
 
 class XaiEvaluator(ModelEvaluator):
     @classmethod
     def can_evaluate(cls, *, model_type, evaluator_config, **kwargs) -> bool:
-        return model_type in MODEL_TYPES
+        """Whether xai can audit ``model_type``.
+
+        MLflow (3.17) passes only the model type and this evaluator's config here, not the model or
+        its metadata, so whether it is a PyTorch model is decided in ``evaluate``, which declines
+        other flavors by returning None.
+        """
+        if model_type in MODEL_TYPES:
+            return True
+        _declined(
+            f"model_type={model_type!r} cannot be audited; xai audits PyTorch models with model_type "
+            f"{' or '.join(repr(t) for t in MODEL_TYPES)}",
+            evaluator_config,
+        )
+        return False
 
     def evaluate(
         self,
@@ -30,8 +60,22 @@ class XaiEvaluator(ModelEvaluator):
         predictions=None,
         **kwargs,
     ) -> EvaluationResult | None:
-        if model is None or "pytorch" not in getattr(model.metadata, "flavors", {}):
-            return None  # not a PyTorch model: decline, and let other evaluators do their work
+        if model is None:
+            _declined(
+                "no model to audit (the evaluation data holds static predictions); pass the URI of a "
+                "model logged with mlflow.pytorch.log_model",
+                evaluator_config,
+            )
+            return None
+        # The flavors come from the MLmodel file MLflow has already read: no import needed to tell.
+        flavors = sorted(getattr(getattr(model, "metadata", None), "flavors", None) or {})
+        if PYTORCH_FLAVOR not in flavors:
+            _declined(
+                f"the model has the flavors {flavors}, not {PYTORCH_FLAVOR!r}; xai audits models "
+                "logged with mlflow.pytorch.log_model",
+                evaluator_config,
+            )
+            return None  # let the other evaluators do their work
 
         from mlflow_xai._evaluate import run_evaluation  # torch and captum load only from here
 
@@ -40,6 +84,43 @@ class XaiEvaluator(ModelEvaluator):
             # With a model id, mlflow.models.evaluate logs the returned metrics itself.
             log_metrics=kwargs.get("model_id") is None,
         )
-        return EvaluationResult(metrics=metrics, artifacts=artifacts)
+        return EvaluationResult(metrics=metrics, artifacts=artifacts, run_id=run_id)
 
 
+class NpzEvaluationArtifact(EvaluationArtifact):
+    """An ``.npz`` file (e.g. ``xai/<method>/masks.npz``); its content is a dict of arrays.
+
+    MLflow's ``NumpyEvaluationArtifact`` is for ``.npy``: on an ``.npz`` it would hold an open
+    ``NpzFile`` and fail to save it again. Defined here, not in the heavy half, so that
+    ``EvaluationResult.load`` can import it without torch.
+    """
+
+    def _load_content_from_file(self, local_artifact_path):
+        import numpy as np
+
+        with np.load(local_artifact_path, allow_pickle=False) as archive:
+            self._content = {name: archive[name] for name in archive.files}
+        return self._content
+
+    def _save(self, output_artifact_path):
+        import numpy as np
+
+        # ``content``, not ``_content``: masks are not loaded up front, so saving downloads them.
+        with open(output_artifact_path, "wb") as fh:  # a file object: savez adds no ".npz" suffix
+            np.savez_compressed(fh, **self.content)
+
+
+class BytesEvaluationArtifact(EvaluationArtifact):
+    """A file of a kind MLflow has no artifact class for; its content is the raw bytes."""
+
+    def _load_content_from_file(self, local_artifact_path):
+        with open(local_artifact_path, "rb") as fh:
+            self._content = fh.read()
+        return self._content
+
+    def _save(self, output_artifact_path):
+        with open(output_artifact_path, "wb") as fh:
+            fh.write(self.content)
+
+
+__all__ = ["MODEL_TYPES", "BytesEvaluationArtifact", "NpzEvaluationArtifact", "XaiEvaluator"]

@@ -6,6 +6,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -77,19 +78,35 @@ def log_report(
     extra_files: dict[str, str] | None = None,
     extra_tags: dict[str, str] | None = None,
     gate: Any = None,
-) -> None:
+    folder: str | Path | None = None,
+) -> list[str]:
     """Write the artifacts to a local folder, upload it once under ``xai/``, then log metrics.
 
     ``log_metrics=False`` leaves the metrics to the caller (``mlflow.models.evaluate`` logs an
     evaluator's returned metrics itself when it knows the model id). ``extra_files`` maps a path
-    inside ``xai/`` to its text (e.g. the gate's result).
+    inside ``xai/`` to its text (e.g. the gate's result). ``folder`` (an empty folder the caller
+    owns and removes) keeps the written files after the upload, for a caller that reads them again
+    (the evaluator loads them into ``EvaluationResult.artifacts``); by default a temporary folder
+    is used and removed.
+
+    Returns the uploaded files' paths in the run (``xai/summary.json``, ...), sorted: read from the
+    folder that was uploaded, so the caller can name them without listing the store again.
     """
     client = client or MlflowClient()
-    with tempfile.TemporaryDirectory(prefix="mlflow-xai-") as folder:
-        write_artifacts(report, folder, gate=gate)
+    if folder is None:
+        place: Any = tempfile.TemporaryDirectory(prefix="mlflow-xai-")
+    else:
+        place = nullcontext(str(folder))
+    with place as local:
+        write_artifacts(report, local, gate=gate)
         for relative, text in (extra_files or {}).items():
-            (Path(folder) / relative).write_text(text, encoding="utf-8")
-        with_retries(lambda: client.log_artifacts(run_id, folder, artifact_path=ARTIFACT_PATH))
+            (Path(local) / relative).write_text(text, encoding="utf-8")
+        with_retries(lambda: client.log_artifacts(run_id, local, artifact_path=ARTIFACT_PATH))
+        uploaded = sorted(
+            f"{ARTIFACT_PATH}/{path.relative_to(local).as_posix()}"
+            for path in Path(local).rglob("*")
+            if path.is_file()
+        )
     now = int(time.time() * 1000)
     values = {**report.metrics(), **(extra_metrics or {})} if log_metrics else {}
     metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
@@ -100,3 +117,4 @@ def log_report(
         **(extra_tags or {}),
     }
     client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+    return uploaded
