@@ -3,7 +3,7 @@
 Layout (every path relative to ``xai/``)::
 
     <method>/masks.npz                   all attributions (``attributions``) and the sample ``ids``
-    <method>/sheet.png                   images: the first K samples (input / heat map / overlay)
+    <method>/sheet.png                   images: the first K samples, one panel per artifacts.sheet_columns
     <method>/worst.png                   images, methods with a completeness check: the K worst samples
     <method>/feature_attributions.csv    tabular probes: mean |attribution| per feature
     <method>/feature_attributions.png    tabular probes: the top features as bars
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -26,18 +27,23 @@ import numpy as np
 
 from mlflow_xai._version import __version__
 from mlflow_xai.config import dump_config
+from mlflow_xai.errors import ConfigError
 from mlflow_xai.ig_plots import ig_convergence_figures
 from mlflow_xai.provenance import provenance
 from mlflow_xai.report import AuditReport
 from mlflow_xai.report_html import write_report_html
 from mlflow_xai.review_plots import class_summary_figure, completeness_histogram, steps_histogram
 from mlflow_xai.viz import (
+    ImageDisplay,
     attribution_sheet,
     feature_bar_chart,
     feature_importance,
+    finite_range,
     is_image_shape,
     is_tabular_shape,
 )
+
+_log = logging.getLogger(__name__)
 
 #: A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -58,16 +64,18 @@ def write_artifacts(report: AuditReport, folder: str | Path, *, gate: Any = None
     ``gate`` (a ``GateResult``) adds the gate's checks to summary.json and the report.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     probe = report.probe
+    # Resolved before anything is written: a display that does not fit the probe fails up front.
+    display = image_display(report) if is_image_shape(probe.input_shape) else None
+    folder.mkdir(parents=True, exist_ok=True)
     for name, result in report.methods.items():
         method_dir = folder / name
         method_dir.mkdir(exist_ok=True)
         np.savez_compressed(
             method_dir / "masks.npz", attributions=result.attributions, ids=probe.ids.astype(str)
         )
-        if is_image_shape(probe.input_shape):
-            _image_sheets(report, name, method_dir)
+        if display is not None:
+            _image_sheets(report, name, method_dir, display)
         elif is_tabular_shape(probe.input_shape):
             _feature_attributions(report, name, method_dir)
     if report.ig_profiles is not None:
@@ -115,13 +123,57 @@ def _json_number(value: object) -> object:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _image_sheets(report: AuditReport, name: str, method_dir: Path) -> None:
+def image_display(report: AuditReport) -> ImageDisplay:
+    """The one map from the probe's inputs to the colours of every sheet, as ``artifacts.display`` says
+    (``ArtifactsConfig`` lists the settings and when the default falls back to a min-max stretch)."""
+    setting = report.config.artifacts.display
+    preprocess = report.config.probe.preprocess
+    if isinstance(setting, dict):
+        return _unnormalized(report, setting["mean"], setting["std"], "artifacts.display")
+    if setting == "none":
+        return ImageDisplay.as_is("as given, clipped to [0, 1] (artifacts.display: none)")
+    if setting == "minmax":
+        return ImageDisplay.stretch(*finite_range(report.probe.inputs), over="the probe set")
+    if preprocess is not None and preprocess.mean is not None:
+        return _unnormalized(report, preprocess.mean, preprocess.std, "probe.preprocess")
+    lo, hi = finite_range(report.probe.inputs)
+    if not (0.0 <= lo and hi <= 1.0):
+        _log.warning(
+            "probe inputs lie in [%.4g, %.4g], outside [0, 1], and their normalisation is unknown: the "
+            "sheets stretch them with one min-max over the probe set; set artifacts.display to the "
+            "probe's {mean, std} to show the images in their own colours",
+            lo,
+            hi,
+        )
+    note = "; the probe's normalisation is unknown: set artifacts.display"
+    return ImageDisplay.for_range(lo, hi, over="the probe set", note=note)
+
+
+def _unnormalized(report: AuditReport, mean: list[float], std: list[float], source: str) -> ImageDisplay:
+    """Undo ``source``'s mean/std, refused when they do not fit the probe's channels."""
+    shape = report.probe.input_shape
+    channels = shape[0] if len(shape) == 3 else 1
+    if len(mean) not in (1, channels):
+        raise ConfigError(
+            f"{source} has {len(mean)} values per channel (mean and std) but the probe's images have "
+            f"{channels} channels; give one value per channel, or one for all"
+        )
+    return ImageDisplay.unnormalize(mean, std, source=source)
+
+
+def _image_sheets(report: AuditReport, name: str, method_dir: Path, display: ImageDisplay) -> None:
     probe, acfg = report.probe, report.config.artifacts
     result = report.methods[name]
     k = min(acfg.sheet_samples, len(probe))
     if not k:
         return
-    style = {"sign": acfg.sign, "color_scale": acfg.color_scale}
+    style = {
+        "sign": acfg.sign,
+        "color_scale": acfg.color_scale,
+        "columns": acfg.sheet_columns,
+        "outlier_perc": acfg.outlier_perc,
+        "display": display,
+    }
     masks = probe.masks
     first = np.arange(k)
     attribution_sheet(

@@ -283,6 +283,31 @@ class ChecksConfig(_Strict):
 
 
 class ArtifactsConfig(_Strict):
+    """What the review artifacts draw. The sheets follow Captum's ``visualize_image_attr_multiple``:
+    ``sheet_columns`` are its visualisation methods, ``sign`` its sign modes and ``outlier_perc`` its
+    normalisation (the largest attributions holding that percentage of an image's total |attribution|
+    saturate; ``color_scale`` replaces that per-image scale with one fixed bound). ``masked_image``
+    and ``alpha_scaling`` scale the input by the normalised map, so they need a one-signed ``sign``.
+
+    ``display`` says how an image input is drawn, with one map from model inputs to colours for
+    every row of every sheet (a min-max stretch of each image on its own would show one colour in a
+    different shade in each row):
+
+    - ``auto`` (the default): where ``probe.preprocess`` has ``mean``/``std``, the probe's
+      normalisation undone, ``x * std + mean`` per channel, clipped to [0, 1]. Without them, inputs
+      that lie in [0, 1] over the whole probe set are shown as they are; any others are stretched
+      with one min-max over the whole probe set, a fallback that the sheet's title names and a
+      warning reports: the colours are then not the image's own, and ``display`` should say how the
+      probe was normalised.
+    - ``{mean: [...], std: [...]}``: undo a normalisation made outside the package (a ProbeSet
+      passed already normalised), one value per channel or one for all channels. It takes
+      precedence over ``probe.preprocess``.
+    - ``none``: the inputs as they are, clipped to [0, 1].
+    - ``minmax``: one min-max stretch over the whole probe set.
+
+    Tabular probes draw no image: ``display`` and the sheet settings do not apply to them.
+    """
+
     sheet_samples: Annotated[int, Field(ge=0)] = Field(
         default=8, description="samples drawn in each method's PNG sheet"
     )
@@ -296,6 +321,83 @@ class ArtifactsConfig(_Strict):
     feature_bars: Annotated[int, Field(ge=1)] = Field(
         default=20, description="tabular probes: features shown in the attribution bar chart"
     )
+    sheet_columns: Annotated[
+        list[Literal["original_image", "heat_map", "blended_heat_map", "masked_image", "alpha_scaling"]],
+        Field(min_length=1),
+    ] = Field(
+        default=["original_image", "heat_map", "blended_heat_map"],
+        description="the panels of each sheet row, Captum's visualisation methods, in order",
+    )
+    outlier_perc: Annotated[float, Field(ge=0.0)] = Field(
+        default=2.0,
+        description="per-image colour scale: the largest attributions holding this percentage of the "
+        "total |attribution| saturate (Captum's default 2; 0 = scale to the largest value)",
+    )
+    display: Literal["auto", "none", "minmax"] | dict[str, list[float]] = Field(
+        default="auto",
+        description="how image inputs are drawn: auto, none, minmax, or {mean: [...], std: [...]} to undo",
+    )
+
+    @field_validator("outlier_perc")
+    @classmethod
+    def _below_100(cls, value: float) -> float:
+        if value >= 100.0:
+            raise ValueError(
+                f"must be < 100, got {value:g}: at 100 every attribution would count as an outlier and "
+                "the scale would be the smallest value"
+            )
+        return value
+
+    @field_validator("display", mode="before")
+    @classmethod
+    def _display(cls, value: Any) -> Any:
+        # One message per mistake, naming what is allowed, instead of one per branch of the union.
+        allowed = "'auto', 'none', 'minmax' or a mapping {mean: [...], std: [...]}"
+        if isinstance(value, str):
+            if value not in ("auto", "none", "minmax"):
+                raise ValueError(f"must be {allowed}, got {_brief(value)}")
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"must be {allowed}, got {_brief(value)}")
+        keys = set(value)
+        if keys != {"mean", "std"}:
+            other = ", ".join(sorted(map(str, keys - {"mean", "std"}))) or "none"
+            missing = ", ".join(sorted({"mean", "std"} - keys)) or "none"
+            raise ValueError(
+                f"a display mapping takes mean and std, one value per channel (or one for all), to undo "
+                f"x = (raw - mean) / std; missing: {missing}; not allowed: {other}"
+            )
+        numbers = {}
+        for name in ("mean", "std"):
+            values = value[name]
+            listed = isinstance(values, (list, tuple)) and len(values) > 0
+            finite = listed and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+            )
+            if not finite:  # YAML's true/false are no numbers here
+                raise ValueError(
+                    f"display {name} must be a non-empty list of finite numbers, got {_brief(values)}"
+                )
+            numbers[name] = [float(v) for v in values]
+        if any(v <= 0 for v in numbers["std"]):
+            raise ValueError(f"display std values must be > 0, got {numbers['std']}")
+        if len(numbers["mean"]) != len(numbers["std"]):
+            raise ValueError(
+                f"display mean has {len(numbers['mean'])} values and std {len(numbers['std'])}; give one "
+                "of each per channel"
+            )
+        return numbers
+
+    @model_validator(mode="after")
+    def _one_signed_columns(self) -> ArtifactsConfig:
+        scaled = [c for c in self.sheet_columns if c in ("masked_image", "alpha_scaling")]
+        if scaled and self.sign == "all":
+            raise ValueError(
+                f"sheet_columns {', '.join(dict.fromkeys(scaled))} cannot show sign 'all': they scale "
+                "the image by the normalised map, which must be one-signed (as in Captum); set sign to "
+                "positive, negative or absolute_value, or drop them"
+            )
+        return self
 
 
 class ThresholdConfig(_Strict):
