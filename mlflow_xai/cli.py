@@ -10,13 +10,16 @@ import argparse
 import contextlib
 import json
 import logging
+import shlex
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from mlflow_xai._version import __version__
 from mlflow_xai.allocator import keep_freed_memory
 
+STALE_CACHE_DAYS = 7  # a resume cache older than this is another config's leftover: removed
 EXIT_CODES = "Exit codes: 0 passed, 1 the gate failed, 2 bad usage, config, input or a runtime error."
 
 
@@ -64,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", help="also keep the artifacts in this local folder")
     run.add_argument(
         "--cache-dir",
-        default=".mlflow-xai-cache",
-        help="where finished batches are kept while the audit runs (default: .mlflow-xai-cache)",
+        default=None,
+        help="where finished batches are kept while the audit runs, for --resume (default: the user "
+        "cache directory, e.g. ~/.cache/mlflow-xai/batches or $XDG_CACHE_HOME/mlflow-xai/batches); "
+        f"folders untouched for {STALE_CACHE_DAYS} days are removed",
     )
     run.add_argument(
         "--resume",
@@ -119,6 +124,7 @@ def _add_outputs(cmd: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the resume command of a failed audit
     if args.command is None:
         parser.print_help()
         return 0
@@ -217,11 +223,9 @@ def _load_pytorch_model(uri: str) -> Any:
 def _audit(args: argparse.Namespace) -> int:
     import mlflow
 
-    from mlflow_xai.artifacts import write_artifacts
     from mlflow_xai.config import load_config
-    from mlflow_xai.engine import BatchCache, audit_prepared, check_audit_inputs, prepare_probe
-    from mlflow_xai.gate import attribution_drift, check_gate_config, drift_metrics, judge
-    from mlflow_xai.tracking import log_report
+    from mlflow_xai.engine import BatchCache, check_audit_inputs, default_cache_dir, prepare_probe
+    from mlflow_xai.gate import check_gate_config
 
     # Config, probe set, models and gate are checked before any compute and before anything is
     # logged: bad input exits 2 and leaves no run behind.
@@ -252,10 +256,42 @@ def _audit(args: argparse.Namespace) -> int:
         if m is not None:
             check_audit_inputs(m, probe, config)  # shape, outputs, targets, methods: on one sample
     probe_sha256 = probe.sha256()
-    caches = [BatchCache.open(args.cache_dir, m, config, probe_sha256) for m in (model, baseline_model) if m]
+    cache_root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    BatchCache.prune(cache_root, max_age_days=STALE_CACHE_DAYS)
+    caches = [BatchCache.open(cache_root, m, config, probe_sha256) for m in (model, baseline_model) if m]
     if not args.resume:
         for cache in caches:
             cache.clear()
+    try:
+        return _audit_in_a_run(args, config, probe, probe_sha256, model, baseline_model, caches, quiet_ray)
+    except BaseException:
+        kept = sum(len(cache) for cache in caches)
+        if kept:
+            command = shlex.join(["mlflow-xai", *[a for a in args.argv if a != "--resume"], "--resume"])
+            print(
+                f"mlflow-xai: {kept} finished batch(es) are kept in {caches[0].folder.parent}; "
+                f"continue with: {command}",
+                file=sys.stderr,
+            )
+        raise
+
+
+def _audit_in_a_run(
+    args: argparse.Namespace,
+    config: Any,
+    probe: Any,
+    probe_sha256: str,
+    model: Any,
+    baseline_model: Any,
+    caches: list[Any],
+    quiet_ray: Any,
+) -> int:
+    import mlflow
+
+    from mlflow_xai.artifacts import write_artifacts
+    from mlflow_xai.engine import audit_prepared
+    from mlflow_xai.gate import attribution_drift, drift_metrics, judge
+    from mlflow_xai.tracking import log_report
 
     experiment_id = _experiment_id(args.experiment) if args.experiment and not args.run_id else None
     # An exception (an error, Ctrl-C, SIGTERM) inside this block ends the run as FAILED; finished
@@ -268,7 +304,7 @@ def _audit(args: argparse.Namespace) -> int:
     ):
         run_id = active.info.run_id
         mlflow.set_tags({"mlflow_xai.model_uri": args.model_uri, "xai.status": "running"})
-        progress = False if args.quiet else None  # a bar on stderr, only on a terminal
+        progress = False if args.quiet else None  # a bar on a terminal, a line every ~10 s in a CI log
         report = audit_prepared(
             model, probe, config, cache=caches[0], probe_sha256=probe_sha256, progress=progress
         )
@@ -276,7 +312,7 @@ def _audit(args: argparse.Namespace) -> int:
         baseline_metrics = None
         if baseline_model is not None:
             baseline = audit_prepared(
-                baseline_model, probe, config, cache=caches[1], probe_sha256=probe_sha256
+                baseline_model, probe, config, cache=caches[1], probe_sha256=probe_sha256, progress=progress
             )
             baseline_metrics = baseline.metrics()
             for name, result in report.methods.items():
@@ -331,13 +367,16 @@ def _experiment_id(name: str) -> str:
 def _write_folder_atomically(report: Any, target: str, extra_files: dict[str, str], write: Any) -> None:
     """Write into a temporary sibling folder, then rename it into place: a reader never sees a
     half-written folder, and an interrupted write leaves the previous one untouched."""
+    import os
     import shutil
     import tempfile
-    from pathlib import Path
 
     final = Path(target).resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    umask = os.umask(0)  # mkdtemp makes the folder 0700; the output is the user's, as mkdir makes it
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
     try:
         write(report, staging)
         for name, text in extra_files.items():

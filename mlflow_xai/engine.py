@@ -5,10 +5,11 @@ Nothing here touches MLflow; the engine runs and is tested without a tracking se
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+import re
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -22,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from mlflow_xai.baselines import make_baseline
 from mlflow_xai.checks import CompletenessResult
@@ -42,6 +42,7 @@ from mlflow_xai.model import (
     training_mode_ops,
 )
 from mlflow_xai.probe import FOLDER_ORDER, ProbeSet, release_pages
+from mlflow_xai.progress import AuditProgress
 from mlflow_xai.report import AuditReport, MethodResult
 
 
@@ -156,7 +157,14 @@ class BatchAttributor:
         for method in self.methods.values():
             method.check_input(self.handle, x)
 
-    def run(self, start: int, inputs: np.ndarray, labels: np.ndarray | None, ids: np.ndarray) -> BatchResult:
+    def run(
+        self,
+        start: int,
+        inputs: np.ndarray,
+        labels: np.ndarray | None,
+        ids: np.ndarray,
+        progress: AuditProgress | None = None,
+    ) -> BatchResult:
         # Random methods and baselines draw per sample from (seed, position in the probe set), so a
         # sample's result depends neither on its batch nor on the worker that ran it.
         context = AttributionContext(
@@ -171,6 +179,8 @@ class BatchAttributor:
         target = _resolve_target(self.cfg.target, predicted, labels, scores.shape[1], self.device)
         out: dict[str, MethodBatch] = {}
         for name, method in self.methods.items():
+            if progress is not None:
+                progress.working_on(name)
             started = time.perf_counter()
             result = self.splitters[name].attribute(method, self.handle, x, target, context)
             if self.device.type == "cuda":
@@ -187,6 +197,8 @@ class BatchAttributor:
                 batch.output_at_input = result.output_at_input.double().cpu().numpy()
                 batch.output_at_baseline = result.output_at_baseline.double().cpu().numpy()
             out[name] = batch
+            if progress is not None:
+                progress.advance(name, len(x))
         return BatchResult(start, np.asarray(ids), predicted.cpu().numpy(), target.cpu().numpy(), out)
 
 
@@ -301,7 +313,8 @@ def audit_prepared(
     """``audit`` on a probe set that ``prepare_probe`` already loaded, preprocessed and sampled.
 
     Batches found in ``cache`` are reused; every batch computed is added to it. ``progress``
-    shows a progress bar on stderr: True always, None only when stderr is a terminal.
+    reports samples x methods on stderr: None (the command line's choice) a bar on a terminal and
+    a line every ~10 s elsewhere (a CI log), True a bar, False nothing (the default for a library).
     With ``distributed.engine: ray`` the batches are attributed by Ray actors (``distributed``).
     """
     if cfg.distributed is not None and cfg.distributed.engine == "ray":
@@ -316,22 +329,18 @@ def audit_prepared(
     workdir = Path(tempfile.mkdtemp(prefix="mlflow-xai-attr-"))
     try:
         gathered = BatchAccumulator(attributor, probe, workdir)
-        with attributor.session():
+        mode = {None: "auto", True: "bar", False: "off"}[progress]
+        with attributor.session(), AuditProgress(len(probe), list(attributor.methods), mode=mode) as shown:
             attributor.preflight(probe)
-            batches = tqdm(
-                probe.batches(cfg.batch_size),
-                total=-(-len(probe) // cfg.batch_size),
-                desc="attributing",
-                unit="batch",
-                file=sys.stderr,
-                disable=None if progress is None else not progress,
-            )
-            for batch in batches:
+            for batch in probe.batches(cfg.batch_size):
                 result = cache.get(batch.start) if cache is not None else None
                 if result is None:
-                    result = attributor.run(batch.start, batch.inputs, batch.labels, batch.ids)
+                    result = attributor.run(batch.start, batch.inputs, batch.labels, batch.ids, shown)
                     if cache is not None:
                         cache.put(result)
+                else:
+                    for name in attributor.methods:
+                        shown.advance(name, len(batch.ids))
                 gathered.add(result)
         return finish_report(cfg, probe, probe_sha256, gathered, attributor, workdir)
     except BaseException:
@@ -422,11 +431,42 @@ def build_report(
     )
 
 
+def default_cache_dir() -> Path:
+    """Where the command line keeps resume caches: the user cache directory (platformdirs), e.g.
+    ``~/.cache/mlflow-xai/batches`` or ``$XDG_CACHE_HOME/mlflow-xai/batches``, never the working
+    directory a CI job checks out."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mlflow-xai")) / "batches"
+
+
 class BatchCache:
     """Finished batches on disk, in a folder named by what determines them (model, config, probe)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+
+    @staticmethod
+    def prune(root: str | Path, *, max_age_days: float) -> list[Path]:
+        """Remove the cache folders under ``root`` that nothing has written for ``max_age_days``:
+        a failed audit whose config then changed is never resumed. Returns what was removed."""
+        root = Path(root)
+        if not root.is_dir():
+            return []
+        cutoff = time.time() - max_age_days * 86400
+        removed = []
+        for folder in root.iterdir():
+            # Only the folders BatchCache.open names (24 hex digits): --cache-dir may be shared.
+            if not re.fullmatch(r"[0-9a-f]{24}", folder.name) or not folder.is_dir():
+                continue
+            try:
+                times = [f.stat().st_mtime for f in folder.iterdir()] or [folder.stat().st_mtime]
+            except FileNotFoundError:  # a concurrent audit finished and removed it
+                continue
+            if max(times) < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
 
     @classmethod
     def open(cls, root: str | Path, model: nn.Module, cfg: AuditConfig, probe_sha256: str) -> BatchCache:
@@ -684,20 +724,31 @@ def _ig_profiles(
     count: int,
     degenerate_floor: float,
 ) -> IGPathProfiles | None:
-    """F and |dF/dx| along the path, and completeness against steps, for the first few samples."""
+    """F and |dF/dx| along the path, and completeness against steps, for the first few samples.
+
+    That is 129 gradient evaluations per sample, for at most 4 samples, in passes of IG's own
+    ``internal_batch_size`` (the memory IG itself needs); their time is reported as
+    ``xai/integrated_gradients/figures_seconds``, apart from the method's."""
     ig = methods.get("integrated_gradients")
     count = min(count, 4, len(probe))
     if ig is None or count == 0:
         return None
+    started = time.perf_counter()
     x = torch.from_numpy(np.array(probe.inputs[:count])).to(handle.device, dtype)
     baseline = make_baseline(ig.config.baseline, x, probe_mean=probe_mean, positions=torch.arange(count))
     target = torch.from_numpy(targets[:count]).to(handle.device)
-    return ig_path_profiles(
+    profiles = ig_path_profiles(
         handle.explained,
         x,
         baseline,
         target,
         ids=probe.ids[:count].tolist(),
-        max_steps=257,
+        max_steps=IG_FIGURE_STEPS,
+        internal_batch_size=ig.config.internal_batch_size,
         degenerate_floor=degenerate_floor,
     )
+    return dataclasses.replace(profiles, seconds=time.perf_counter() - started)
+
+
+#: Nodes of the finest grid the IG figures evaluate (2^7 + 1): completeness at 3, 5, ..., 129 steps.
+IG_FIGURE_STEPS = 129

@@ -41,6 +41,7 @@ class IGPathProfiles:
     grad_magnitude: np.ndarray  # (S, A) mean |dF/dx| over the input's features
     steps: np.ndarray  # (L,) gradient evaluations of each nested grid: 3, 5, 9, ..., 2^K + 1
     completeness_rel_error: np.ndarray  # (S, L) of trapezoid IG on each grid
+    seconds: float = 0.0  # time spent evaluating the path for the figures
 
 
 def ig_path_profiles(

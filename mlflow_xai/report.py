@@ -53,6 +53,8 @@ def metric_catalogue(config: AuditConfig) -> dict[str, str]:
         out.update(dict.fromkeys((prefix + key for key in method_metric_names(method)), ""))
         out[prefix + "object_mass_fraction_mean"] = "masks"
         out.update(dict.fromkeys((prefix + key for key in DRIFT_METRICS), "baseline_model"))
+    if config.methods.integrated_gradients is not None and config.artifacts.sheet_samples > 0:
+        out[f"{METRIC_PREFIX}/integrated_gradients/figures_seconds"] = ""  # the path figures' cost
     return out
 
 
@@ -176,6 +178,8 @@ class AuditReport:
                 mass = object_mass_fraction(result.attributions, self.probe.masks)
                 if np.isfinite(mass).any():  # all-zero maps have no mass to place
                     out[f"{METRIC_PREFIX}/{name}/object_mass_fraction_mean"] = float(np.nanmean(mass))
+        if self.ig_profiles is not None:
+            out[f"{METRIC_PREFIX}/integrated_gradients/figures_seconds"] = float(self.ig_profiles.seconds)
         if self.probe.masks is not None:
             # The share a map that ignores the object would get by chance.
             area = self.probe.masks.reshape(len(self.probe), -1).mean()

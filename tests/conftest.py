@@ -12,6 +12,14 @@ from mlflow_xai.datasets import make_shapes
 from mlflow_xai.datasets.cnn import ShapesCNN, train_shapes_cnn
 
 
+@pytest.fixture(autouse=True)
+def user_cache_dir(tmp_path_factory, monkeypatch):
+    """The user cache directory (resume caches) of every test: a temporary one, never ~/.cache."""
+    path = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(path))
+    return path
+
+
 @pytest.fixture
 def tracking_store(tmp_path, monkeypatch):
     """A fresh sqlite tracking store (the embedded default's kind) in a temporary directory."""

@@ -407,14 +407,16 @@ def test_sigterm_marks_the_run_failed_and_resume_finishes_it(tracking_store, sma
         "checks:\n  completeness:\n    tolerance: 100.0\n",
     )
     args = ["audit", "--model-uri", uri, "--probe", "probe.npz", "--config", config, "--experiment", "r"]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg")}  # the user cache directory
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow_xai.cli", *args],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
-    cache = tmp_path / ".mlflow-xai-cache"
+    cache = tmp_path / "xdg" / "mlflow-xai" / "batches"
     deadline = time.monotonic() + 240
     while not (cache.exists() and len(list(cache.glob("*/batch-*.npz"))) >= 2):
         assert proc.poll() is None, proc.communicate()
@@ -424,6 +426,10 @@ def test_sigterm_marks_the_run_failed_and_resume_finishes_it(tracking_store, sma
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert err.strip().splitlines()[-1] == "mlflow-xai: error: interrupted"
+    hint = err.strip().splitlines()[-2]
+    assert hint.startswith("mlflow-xai: ") and f"kept in {cache}" in hint
+    assert hint.endswith("continue with: mlflow-xai " + " ".join(args) + " --resume")
+    assert not (tmp_path / ".mlflow-xai-cache").exists()  # nothing left in the working directory
     (failed,) = mlflow.search_runs(experiment_names=["r"], output_format="list")
     assert failed.info.status == "FAILED"
     assert failed.data.tags["xai.status"] == "running"
@@ -431,10 +437,10 @@ def test_sigterm_marks_the_run_failed_and_resume_finishes_it(tracking_store, sma
     finished = len(list(cache.glob("*/batch-*.npz")))
     assert 2 <= finished < 12
 
-    resumed = _cli(*args, "--resume", cwd=tmp_path)
+    resumed = _cli(*args, "--resume", cwd=tmp_path, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert not list(cache.glob("*/batch-*.npz"))  # a finished audit leaves no cache behind
-    fresh = _cli(*args, cwd=tmp_path)
+    fresh = _cli(*args, cwd=tmp_path, env=env)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     runs = mlflow.search_runs(
         experiment_names=["r"], output_format="list", order_by=["attributes.start_time"]
