@@ -362,6 +362,14 @@ def prepare_probe(
         probe = probe.sample(cfg.max_samples, cfg.probe.sampling, seed=cfg.seed)
     if cfg.target == "label" and probe.labels is None:
         raise ProbeError("target 'label' needs probe labels, but the probe set has none")
+    display = cfg.artifacts.display
+    if isinstance(display, dict) and len(probe.input_shape) == 3:
+        channels = probe.input_shape[0]
+        if len(display["mean"]) not in (1, channels):
+            raise ConfigError(
+                f"artifacts.display has {len(display['mean'])} values per channel (mean and std) but the "
+                f"probe's images have {channels} channels; give one value per channel, or one for all"
+            )
     if cfg.target == "label" and probe.label_source == FOLDER_ORDER:
         shown = ", ".join(f"{name}={label}" for label, name in sorted((probe.class_names or {}).items())[:5])
         raise ConfigError(

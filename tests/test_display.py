@@ -189,9 +189,20 @@ def test_grayscale_probe_is_drawn_in_its_own_greys(tmp_path, drawn):
 def test_display_must_fit_the_probe_channels(tmp_path):
     x = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
     config = {"methods": IG, "artifacts": {"display": {"mean": [0.5, 0.5], "std": [0.2, 0.2]}}}
-    report = audit(_cnn(), ProbeSet(x), config)
+    # Found with the probe, before any compute, not after every method has run.
     with pytest.raises(ConfigError, match=r"artifacts\.display has 2 values per channel.*3 channels"):
-        write_artifacts(report, tmp_path)
+        audit(_cnn(), ProbeSet(x), config)
+    report = audit(_cnn(), ProbeSet(x), {"methods": IG})
+    wrong = report.config.model_copy(
+        update={
+            "artifacts": report.config.artifacts.model_copy(
+                update={"display": {"mean": [0.5, 0.5], "std": [0.2, 0.2]}}
+            )
+        }
+    )
+    report.config = wrong
+    with pytest.raises(ConfigError, match=r"artifacts\.display has 2 values per channel.*3 channels"):
+        write_artifacts(report, tmp_path)  # the writer checks too, for a report built elsewhere
 
 
 # --------------------------------------------------------------------------------------------------
