@@ -306,13 +306,25 @@ def _audit_in_a_run(
         mlflow.set_tags({"mlflow_xai.model_uri": args.model_uri, "xai.status": "running"})
         progress = False if args.quiet else None  # a bar on a terminal, a line every ~10 s in a CI log
         report = audit_prepared(
-            model, probe, config, cache=caches[0], probe_sha256=probe_sha256, progress=progress
+            model,
+            probe,
+            config,
+            cache=caches[0],
+            probe_sha256=probe_sha256,
+            progress=progress,
+            preflight=False,  # check_audit_inputs ran before the run was opened
         )
         metrics = report.metrics()
         baseline_metrics = None
         if baseline_model is not None:
             baseline = audit_prepared(
-                baseline_model, probe, config, cache=caches[1], probe_sha256=probe_sha256, progress=progress
+                baseline_model,
+                probe,
+                config,
+                cache=caches[1],
+                probe_sha256=probe_sha256,
+                progress=progress,
+                preflight=False,
             )
             baseline_metrics = baseline.metrics()
             for name, result in report.methods.items():
