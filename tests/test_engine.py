@@ -174,6 +174,10 @@ def test_progress_bar_on_stderr_only_when_asked_or_on_a_terminal(small_cnn, caps
     probe = prepare_probe(np.zeros((4, 3, 16, 16), np.float32), cfg)
     audit_prepared(small_cnn, probe, cfg, progress=True)
     shown = capsys.readouterr()
-    assert "attributing" in shown.err and "2/2" in shown.err and shown.out == ""
-    audit_prepared(small_cnn, probe, cfg, progress=None)  # stderr is not a terminal here
+    # Samples x methods: 4 samples, one method.
+    assert "attributing" in shown.err and "4/4" in shown.err and shown.out == ""
+    audit_prepared(small_cnn, probe, cfg, progress=None)  # stderr is not a terminal here: lines
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("mlflow-xai: all 1 method(s) done: 4/4 sample-methods (100%)")
+    audit_prepared(small_cnn, probe, cfg, progress=False)
     assert capsys.readouterr().err == ""

@@ -156,6 +156,6 @@ def test_two_cli_audits_at_once_do_not_clash(remote, small_cnn, shapes16, tmp_pa
         assert len(client.get_metric_history(run.info.run_id, "xai/integrated_gradients/samples")) == 1
         listed = {a.path for a in client.list_artifacts(run.info.run_id, "xai")}
         assert {"xai/summary.json", "xai/per_sample.csv", "xai/gate.json"} <= listed
-        metrics.append({k: v for k, v in run.data.metrics.items() if not k.endswith("/seconds")})
+        metrics.append({k: v for k, v in run.data.metrics.items() if not k.endswith("seconds")})
     # Same model, probe and config: the two runs hold the same numbers, each its own.
     assert metrics[0] == metrics[1]
