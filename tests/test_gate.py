@@ -164,3 +164,62 @@ def test_attribution_drift_known_answers():
     drift = attribution_drift(a, reversed_.reshape(a.shape))
     assert np.allclose(drift["drift_rank_correlation"], -1.0)
     assert np.allclose(drift["drift_topk_overlap"], 0.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "metrics", "reason"),
+    [
+        (
+            IG + "completeness_rel_error_p95",
+            {IG + "samples": 4.0, IG + "degenerate_baseline_count": 4.0},
+            f"{IG}completeness_rel_error_p95 has no value: every one of 4 samples has a degenerate "
+            "baseline (|F(x) - F(x')| below the floor), so the model gave nothing to judge",
+        ),
+        (
+            IG + "object_mass_fraction_mean",
+            {IG + "samples": 4.0, IG + "degenerate_baseline_count": 0.0},
+            f"{IG}object_mass_fraction_mean has no value: the probe set has no masks, or every "
+            "attribution map is zero",
+        ),
+        (
+            IG + "drift_topk_overlap_min",
+            {IG + "samples": 4.0, IG + "degenerate_baseline_count": 0.0},
+            f"{IG}drift_topk_overlap_min has no value: no baseline model was audited beside this one",
+        ),
+        (
+            IG + "completeness_rel_error_p95",
+            {IG + "samples": 4.0, IG + "degenerate_baseline_count": 3.0},
+            f"{IG}completeness_rel_error_p95 has no value: no sample gave a finite value for it",
+        ),
+    ],
+)
+def test_each_missing_metric_fails_with_its_own_reason(name, metrics, reason):
+    result = judge(metrics, _config({name: {"fail": 0.5, "higher_is_better": True}}))
+    (check,) = [c for c in result.checks if c.name == name]
+    assert (check.kind, check.level, check.message, check.value) == ("threshold", "fail", reason, None)
+    assert result.exit_code == 1
+
+
+def test_a_metric_no_method_produces_is_a_config_error_naming_the_close_one():
+    with pytest.raises(ConfigError) as err:
+        judge(_metrics(), _config({IG + "completness_rel_error_p95": {"fail": 0.1}}))
+    message = str(err.value)
+    assert message.startswith(
+        f"gate.thresholds names metric '{IG}completness_rel_error_p95', which 'integrated_gradients' "
+        f"as configured does not produce; did you mean '{IG}completeness_rel_error_p95'? It produces: "
+    )
+    assert f"{IG}steps_mean" in message and "xai/probe" not in message
+
+
+def test_relative_threshold_needs_the_metric_in_the_baseline_too():
+    name = IG + "completeness_rel_error_p95"
+    cfg = _config({name: {"fail": 0.5, "relative": True}})
+    with pytest.raises(ConfigError, match="relative to the baseline model, but no baseline metrics"):
+        judge(_metrics(**{name: 0.016}), cfg, baseline_metrics={IG + "samples": 10.0})
+
+
+def test_a_gate_section_that_checks_nothing_is_an_error_even_with_checked_metrics():
+    cfg = load_config({"methods": {"integrated_gradients": {}}, "gate": {"method_checks": False}})
+    with pytest.raises(ConfigError) as err:
+        judge(_metrics(), cfg)
+    assert str(err.value).startswith("the gate evaluates no check: enable a method with a completeness check")
