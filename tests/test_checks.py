@@ -332,3 +332,10 @@ def test_completeness_metrics_names_what_metrics_can_produce():
     )
     assert set(_result([0.0], [0]).metrics()) == set(COMPLETENESS_METRICS)
     assert set(_result([np.nan], [1]).metrics()) == {COMPLETENESS_METRICS[0]}
+
+
+def test_a_gap_of_exactly_one_is_judged_not_degenerate():
+    error, degenerate = completeness_error(
+        torch.tensor([1.5]), torch.tensor([1.0]), torch.tensor([0.0]), degenerate_floor=1e-6, eps=0.0
+    )
+    assert degenerate.tolist() == [False] and error.tolist() == [0.5]
