@@ -1,7 +1,8 @@
 """The gate's threshold arithmetic, method checks, CI outputs and drift, against answers worked out here.
 
-Judging a threshold metric the audit did not produce, a gate with no check and check_gate_config are left
-to tests/test_gate.py: that behaviour is changing.
+Judging a threshold metric the audit did not produce, a gate with no check and what check_gate_config
+finds in the metric catalogue are left to tests/test_gate.py and tests/test_trust.py: that behaviour is
+changing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mlflow_xai.gate import (
     _method_check,
     _threshold_check,
     attribution_drift,
+    check_gate_config,
     drift_metrics,
     github_annotations,
     judge,
@@ -340,6 +342,19 @@ def test_judge_relative_threshold_without_the_baseline_value(baseline):
         judge(metrics, cfg, baseline_metrics=baseline)
 
 
+def test_check_gate_config_relative_thresholds_need_a_baseline():
+    absolute = _config(["integrated_gradients"], {NAME: {"fail": 0.5}})
+    check_gate_config(absolute, has_baseline=False)
+    relative = _config(["integrated_gradients"], {NAME: {"fail": 0.5, "relative": True}})
+    check_gate_config(relative, has_baseline=True)
+    message = (
+        f"gate.thresholds.{NAME} is relative to the baseline model, but no baseline metrics are available; "
+        "pass --baseline-model-uri"
+    )
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        check_gate_config(relative, has_baseline=False)
+
+
 # --------------------------------------------------------------------------------------------------
 # What a CI system reads
 
@@ -409,9 +424,15 @@ def test_markdown_summary():
     assert markdown_summary(MIXED, run_id="") == without_run
 
 
-@pytest.mark.parametrize(("levels", "status"), [(("pass",), "PASS"), (("warn", "pass"), "WARN")])
+@pytest.mark.parametrize(
+    ("levels", "status"), [((), "UNCHECKED"), (("pass",), "PASS"), (("warn", "pass"), "WARN")]
+)
 def test_markdown_summary_status(levels, status):
     assert markdown_summary(_result(*levels)).startswith(f"### mlflow-xai gate: {status}\n\n| check |")
+    if not levels:  # nothing judged: the table has its header only
+        assert markdown_summary(_result()) == (
+            "### mlflow-xai gate: UNCHECKED\n\n| check | level | detail |\n| --- | --- | --- |\n"
+        )
 
 
 def test_github_annotations():

@@ -332,20 +332,28 @@ def _config(target="predicted", output="logit", sign="all", color_scale=None):
     return SimpleNamespace(target=target, output=output, artifacts=artifacts)
 
 
-def test_header():
+TRAIN_MODE_NOTE = (
+    '<p class="muted">The model came in train mode: it was audited in eval mode (BatchNorm running '
+    "statistics, no dropout), as it is deployed.</p>"
+)
+
+
+@pytest.mark.parametrize("was_training", [False, True])
+def test_header(was_training):
     report = SimpleNamespace(
         methods={METHOD: None, "saliency": None},
         verdict="pass",
         probe=[0] * 7,
         config=_config(target=3, output=SCRIPT),
-        model_was_training=False,
+        model_was_training=was_training,
     )
     assert rh._header(report) == (
         "<h1>Attribution audit</h1>"
         '<p class="overall">Verdict: <span class="badge pass">pass</span> &nbsp; '
         f'<span class="muted">7 probe samples, methods: {METHOD_ESC}, saliency, '
         f"target: 3, output: {SCRIPT_ESC}</span></p>"
-        "<nav>Sections: verdicts · statistics · samples · worst samples · convergence · "
+        + (TRAIN_MODE_NOTE if was_training else "")
+        + "<nav>Sections: verdicts · statistics · samples · worst samples · convergence · "
         "distributions · per class · provenance</nav>"
     )
 

@@ -8,6 +8,9 @@ comes last) and checks, before any mutant, that forcing every mutated function t
 so the code the tests import is the mutated code. The scratch copies stay for ``mutmut show`` and
 ``mutmut browse`` (run them inside ``mutants/<module>/``) and are wiped at the next run.
 
+mutmut leaves decorated functions alone (all but @staticmethod and @classmethod): the body of
+``quadrature._cached`` (@lru_cache) and properties such as ``GateResult.status`` are in no score.
+
 Usage: python tests/mutation/run.py [MODULE ...] [--tests TEST_FILE ...] [--fail-under PERCENT]
 (a MODULE is a path such as mlflow_xai/gate.py or just its stem, gate; default: all of them; --tests
 judges the modules named by these test files instead of their own, e.g. to score the tests of before)
