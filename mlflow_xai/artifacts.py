@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from mlflow_xai._version import __version__
-from mlflow_xai.config import dump_config
-from mlflow_xai.errors import ConfigError
+from mlflow_xai.config import check_display_channels, dump_config
 from mlflow_xai.ig_plots import ig_convergence_figures
 from mlflow_xai.provenance import provenance
 from mlflow_xai.report import AuditReport
@@ -152,12 +151,7 @@ def image_display(report: AuditReport) -> ImageDisplay:
 def _unnormalized(report: AuditReport, mean: list[float], std: list[float], source: str) -> ImageDisplay:
     """Undo ``source``'s mean/std, refused when they do not fit the probe's channels."""
     shape = report.probe.input_shape
-    channels = shape[0] if len(shape) == 3 else 1
-    if len(mean) not in (1, channels):
-        raise ConfigError(
-            f"{source} has {len(mean)} values per channel (mean and std) but the probe's images have "
-            f"{channels} channels; give one value per channel, or one for all"
-        )
+    check_display_channels(mean, shape[0] if len(shape) == 3 else 1, source)
     return ImageDisplay.unnormalize(mean, std, source=source)
 
 

@@ -282,6 +282,16 @@ class ChecksConfig(_Strict):
     completeness: CompletenessConfig = CompletenessConfig()
 
 
+def check_display_channels(mean: list[float], channels: int, source: str) -> None:
+    """Refuse a display mean/std (from ``source``) that has neither one value per channel nor one for
+    all; the engine calls it before any compute, the artifact writer for a report built elsewhere."""
+    if len(mean) not in (1, channels):
+        raise ConfigError(
+            f"{source} has {len(mean)} values per channel (mean and std) but the probe's images have "
+            f"{channels} channels; give one value per channel, or one for all"
+        )
+
+
 class ArtifactsConfig(_Strict):
     """What the review artifacts draw. The sheets follow Captum's ``visualize_image_attr_multiple``:
     ``sheet_columns`` are its visualisation methods, ``sign`` its sign modes and ``outlier_perc`` its

@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from mlflow_xai.baselines import make_baseline
 from mlflow_xai.checks import CompletenessResult
-from mlflow_xai.config import AuditConfig, dump_config, load_config
+from mlflow_xai.config import AuditConfig, check_display_channels, dump_config, load_config
 from mlflow_xai.errors import ConfigError, ModelError, ProbeError
 from mlflow_xai.ig_plots import IGPathProfiles, ig_path_profiles
 from mlflow_xai.loaders import load_probe
@@ -366,12 +366,7 @@ def prepare_probe(
         raise ProbeError("target 'label' needs probe labels, but the probe set has none")
     display = cfg.artifacts.display
     if isinstance(display, dict) and len(probe.input_shape) == 3:
-        channels = probe.input_shape[0]
-        if len(display["mean"]) not in (1, channels):
-            raise ConfigError(
-                f"artifacts.display has {len(display['mean'])} values per channel (mean and std) but the "
-                f"probe's images have {channels} channels; give one value per channel, or one for all"
-            )
+        check_display_channels(display["mean"], probe.input_shape[0], "artifacts.display")
     if cfg.target == "label" and probe.label_source == FOLDER_ORDER:
         shown = ", ".join(f"{name}={label}" for label, name in sorted((probe.class_names or {}).items())[:5])
         raise ConfigError(
