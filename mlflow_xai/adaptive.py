@@ -203,12 +203,14 @@ class _Partition:
         )
 
 
-def _mark(partition: _Partition, active: torch.Tensor, max_steps: int) -> torch.Tensor:
+def _mark(partition: _Partition, active: torch.Tensor) -> torch.Tensor:
     """Leaves to split: per active sample, the fewest with the largest indicators whose squares sum
-    to MARKING_FRACTION of the total over its splittable ones, within the sample's remaining budget
-    of max_steps evaluations (two per split). If no interval of the sample shows any difference
-    yet a tolerance fails, every splittable interval is halved; if the difference sits only in
-    intervals already at the finest grid, the sample is done."""
+    to MARKING_FRACTION of the total over its splittable ones. If no interval of the sample shows
+    any difference yet a tolerance fails, every splittable interval is halved; if the difference
+    sits only in intervals already at the finest grid, the sample is done.
+
+    No budget is needed: every node is a distinct point of the finest grid, which has
+    ``finest + 1 <= max_steps`` points, so no sample can pass max_steps evaluations."""
     leaves, indicator = partition.leaves, partition.indicator
     batch = len(partition.node_count)
     sample = leaves[:, 0]
@@ -232,9 +234,8 @@ def _mark(partition: _Partition, active: torch.Tensor, max_steps: int) -> torch.
     before = (table.cumsum(1) - table)[owner, rank]
     total = table.sum(1)[owner]
     all_total = torch.zeros(batch, dtype=torch.float64).index_add_(0, sample, indicator)[owner]
-    budget = ((max_steps - partition.node_count) // 2)[owner]
     chosen = torch.where(total > 0, before < MARKING_FRACTION * total, all_total == 0)
-    marked[candidates[chosen & (rank < budget)]] = True
+    marked[candidates[chosen]] = True
     return marked
 
 
@@ -354,7 +355,7 @@ def adaptive_integrated_gradients(
         met = (change[active] <= step_change_tolerance) & (degenerate | (error <= completeness_tolerance))
         converged[active] = met
         active = active[~met.cpu()]
-        marked = _mark(partition, active, max_steps)
+        marked = _mark(partition, active)
         if not marked.any():
             break
         active = torch.unique(partition.leaves[marked, 0])
