@@ -29,7 +29,7 @@ from mlflow_xai._version import __version__
 from mlflow_xai.config import check_display_channels, dump_config
 from mlflow_xai.ig_plots import ig_convergence_figures
 from mlflow_xai.provenance import provenance
-from mlflow_xai.report import AuditReport
+from mlflow_xai.report import AuditReport, MethodResult
 from mlflow_xai.report_html import write_report_html
 from mlflow_xai.review_plots import class_summary_figure, completeness_histogram, steps_histogram
 from mlflow_xai.viz import (
@@ -68,8 +68,8 @@ def write_artifacts(report: AuditReport, folder: str | Path, *, gate: Any = None
     display = image_display(report) if is_image_shape(probe.input_shape) else None
     folder.mkdir(parents=True, exist_ok=True)
     for name, result in report.methods.items():
-        method_dir = folder / name
-        method_dir.mkdir(exist_ok=True)
+        method_dir = folder / name  # <method>/<slot> in an audit of several targets
+        method_dir.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
             method_dir / "masks.npz", attributions=result.attributions, ids=probe.ids.astype(str)
         )
@@ -174,8 +174,8 @@ def _image_sheets(report: AuditReport, name: str, method_dir: Path, display: Ima
         probe.inputs[:k],
         result.attributions[:k],
         method_dir / "sheet.png",
-        title=f"{name}: first {k} probe samples (target = {report.config.target})",
-        captions=[_caption(report, i) for i in first],
+        title=f"{result.method}: first {k} probe samples, {_target_title(report, result)}",
+        captions=[_caption(report, result, i) for i in first],
         masks=None if masks is None else masks[:k],
         **style,
     )
@@ -186,8 +186,9 @@ def _image_sheets(report: AuditReport, name: str, method_dir: Path, display: Ima
             probe.inputs[worst],
             result.attributions[worst],
             method_dir / "worst.png",
-            title=f"{name}: {len(worst)} worst samples by completeness error",
-            captions=[f"{_caption(report, i)}\nerror {rel_error[i]:.2%}" for i in worst],
+            title=f"{result.method}: {len(worst)} worst samples by completeness error, "
+            f"{_target_title(report, result)}",
+            captions=[f"{_caption(report, result, i)}\nerror {rel_error[i]:.2%}" for i in worst],
             masks=None if masks is None else masks[worst],
             **style,
         )
@@ -243,7 +244,23 @@ def _summary_plots(report: AuditReport, plots_dir: Path) -> None:
     class_summary_figure(report.class_summary(), plots_dir / "class_summary.png")
 
 
-def _caption(report: AuditReport, i: int) -> str:
+def _target_title(report: AuditReport, result: MethodResult) -> str:
+    """What a sheet explains: ``target class 208 Labrador retriever``, ``target predicted``,
+    ``target top2``."""
+    spec = report.config.target
+    fixed = result.target is not None and result.target.startswith("class_")
+    if fixed or (result.target is None and type(spec) is int):
+        cls = int(result.target.removeprefix("class_")) if fixed else int(spec)  # type: ignore[union-attr]
+        return f"target class {report.class_label(cls)}"
+    return f"target {result.target or spec}"
+
+
+def _caption(report: AuditReport, result: MethodResult, i: int) -> str:
+    """Id, label and prediction of sample ``i``, and the class explained where it is per sample."""
     probe = report.probe
-    label = "-" if probe.labels is None else str(int(probe.labels[i]))
-    return f"{probe.ids[i]}\nlabel {label} pred {report.predictions[i]}"
+    label = "-" if probe.labels is None else report.class_label(int(probe.labels[i]))
+    lines = [str(probe.ids[i]), f"label {label} pred {report.class_label(int(report.predictions[i]))}"]
+    fixed = (result.target or "").startswith("class_") or type(report.config.target) is int
+    if result.targets is not None and not fixed and int(result.targets[i]) != int(report.predictions[i]):
+        lines.append(f"explains {report.class_label(int(result.targets[i]))}")
+    return "\n".join(lines)

@@ -694,11 +694,95 @@ class DistributedConfig(_Strict):
     )
 
 
+#: One target: the predicted class, the label, or a fixed class index of the model.
+Target = Literal["predicted", "label"] | Annotated[int, Field(ge=0)]
+
+
+class TopTargets(_Strict):
+    """``target: {top: k}``: the k classes the model scores highest, per sample (top1 = predicted)."""
+
+    top: PositiveInt
+
+
+def target_slots(target: Target | list[Target] | TopTargets) -> list[str]:
+    """The names of an audit's targets, as metrics and folders name them: ``predicted``, ``label``,
+    ``class_208``, ``top1`` .. ``topk``. One target gives one slot; with several, every method's
+    metrics and masks are kept per slot (``xai/<method>/<slot>/...``)."""
+    if isinstance(target, TopTargets):
+        return [f"top{rank}" for rank in range(1, target.top + 1)]
+    entries = target if isinstance(target, list) else [target]
+    return [entry if isinstance(entry, str) else f"class_{entry}" for entry in entries]
+
+
+def read_class_names(value: Any) -> dict[int, str]:
+    """``{class index: name}`` from a list of names (position = index), a mapping, or the path of a
+    file: JSON (a list, a mapping, or ImageNet's ``{"281": ["n02123045", "tabby"]}``, whose
+    description is the name) or text with one name per line."""
+    import json  # only class names need it
+
+    where = "class_names"
+    if isinstance(value, (str, Path)):
+        where = f"class names file {str(value)!r}"
+        file = Path(value)
+        if not file.is_file():
+            raise ValueError(
+                f"{where} does not exist; give a JSON list or mapping of class names, a text file with "
+                "one name per line, or the names inline"
+            )
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{where} cannot be read as UTF-8 text: {exc}") from None
+        if file.suffix.lower() == ".json":
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        else:
+            value = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(value, list):
+        pairs = list(enumerate(value))
+    elif isinstance(value, Mapping):
+        pairs = []
+        for key, name in value.items():
+            index = key if type(key) is int else None
+            if isinstance(key, str) and key.isascii() and key.isdecimal():
+                index = int(key)
+            if index is None:
+                raise ValueError(f"{where} has the key {key!r}; keys are class indices such as 281")
+            if isinstance(name, list) and len(name) == 2:  # imagenet_class_index.json: [wnid, name]
+                name = name[1]
+            pairs.append((index, name))
+    else:
+        raise ValueError(
+            f"{where} must be a list of names or a mapping of class index to name, got {_brief(value)}"
+        )
+    names: dict[int, str] = {}
+    for index, name in pairs:
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"{where} gives class {index} the name {_brief(name)}; a name is a non-empty string"
+            )
+        names[index] = name
+    if not names:
+        raise ValueError(f"{where} is empty")
+    return names
+
+
 class AuditConfig(_Strict):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     seed: int = 0
     batch_size: PositiveInt = Field(default=32, description="probe samples per batch")
-    target: Literal["predicted", "label"] | Annotated[int, Field(ge=0)] = "predicted"
+    target: Target | list[Target] | TopTargets = Field(
+        default="predicted",
+        description="the class each sample is explained for: predicted, label, a class index, a list "
+        "of them (each audited, with its own masks and metrics), or {top: k}",
+    )
+    class_names: dict[int, str] | None = Field(
+        default=None,
+        description="names of the model's classes for titles and tables: a list, a mapping of index "
+        "to name, or a file (JSON, or text with one name per line)",
+    )
     output: Literal[OUTPUTS] = "logit"  # type: ignore[valid-type]
     output_key: str | None = Field(
         default=None, description="a model that returns a dict: the key of its class scores"
@@ -738,6 +822,47 @@ class AuditConfig(_Strict):
             "integrated_gradients": {**ig, "completeness_tolerance": check["tolerance"]},
         }
         return {**data, "methods": methods}
+
+    @field_validator("class_names", mode="before")
+    @classmethod
+    def _class_names(cls, value: Any) -> Any:
+        return None if value is None else read_class_names(value)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> Any:
+        # One message for every wrong shape (a union's own errors list each member's complaint).
+        allowed = "predicted, label, a class index >= 0, a list of these, or {top: k} with k >= 1"
+
+        def single(entry: Any) -> bool:
+            return entry in ("predicted", "label") or (type(entry) is int and entry >= 0)
+
+        if isinstance(value, Mapping):
+            top = value.get("top")
+            if set(value) != {"top"} or type(top) is not int or top < 1:
+                raise ValueError(f"must be {allowed}; got {_brief(dict(value))}")
+            return value
+        if isinstance(value, list):
+            if not value:
+                raise ValueError(f"is an empty list; it must be {allowed}")
+            wrong = [entry for entry in value if not single(entry)]
+            if wrong:
+                raise ValueError(
+                    f"lists {_brief(wrong[0])}; each entry of a list of targets is predicted, label or a "
+                    "class index >= 0"
+                )
+            slots = target_slots(value)
+            repeated = sorted({slot for slot in slots if slots.count(slot) > 1})
+            if repeated:
+                raise ValueError(f"repeats {', '.join(repeated)}; name each target once")
+            return value
+        if not single(value):
+            raise ValueError(f"must be {allowed}; got {_brief(value)}")
+        return value
+
+    def target_slots(self) -> list[str]:
+        """The names of this audit's targets (``config.target_slots``)."""
+        return target_slots(self.target)
 
     @model_validator(mode="after")
     def _some_method(self) -> AuditConfig:

@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from mlflow_xai.baselines import make_baseline
 from mlflow_xai.checks import CompletenessResult
-from mlflow_xai.config import AuditConfig, check_display_channels, dump_config, load_config
+from mlflow_xai.config import AuditConfig, TopTargets, check_display_channels, dump_config, load_config
 from mlflow_xai.errors import ConfigError, ModelError, ProbeError
 from mlflow_xai.ig_plots import IGPathProfiles, ig_path_profiles
 from mlflow_xai.loaders import load_probe
@@ -43,7 +43,7 @@ from mlflow_xai.model import (
 )
 from mlflow_xai.probe import FOLDER_ORDER, ProbeSet, release_pages
 from mlflow_xai.progress import AuditProgress
-from mlflow_xai.report import AuditReport, MethodResult
+from mlflow_xai.report import AuditReport, MethodResult, result_keys
 
 
 @dataclass
@@ -65,8 +65,8 @@ class BatchResult:
     start: int
     ids: np.ndarray
     predictions: np.ndarray
-    targets: np.ndarray
-    methods: dict[str, MethodBatch]
+    targets: np.ndarray  # (B, targets): the class each sample was explained for, per target slot
+    methods: dict[str, MethodBatch]  # by result key (``BatchAttributor.result_keys``)
 
     def save(self, path: Path) -> None:
         """Write to ``path`` atomically (a temporary name, then a rename)."""
@@ -124,6 +124,8 @@ class BatchAttributor:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.methods = {name: build(name, mcfg) for name, mcfg in cfg.methods.enabled().items()}
+        self.slots = cfg.target_slots()
+        self.result_keys = result_keys(list(self.methods), self.slots)
         # audit_mode puts a module model in eval mode for the audit; the report says it did.
         self.model_was_training = not is_exported_graph(model) and any(m.training for m in model.modules())
         self.handle = ModelHandle(
@@ -152,7 +154,7 @@ class BatchAttributor:
         shape, the model's output, the target classes and each method's needs (gradients, layers,
         window sizes). Call inside ``session()``, before any batch."""
         classes = _check_fits(self.handle, probe, self.dtype)
-        _check_targets(self.cfg.target, probe, classes)
+        _check_targets(self.cfg, probe, classes)
         x = torch.from_numpy(np.array(probe.inputs[:1])).to(self.device, self.dtype)
         for method in self.methods.values():
             method.check_input(self.handle, x)
@@ -176,30 +178,36 @@ class BatchAttributor:
         with torch.no_grad():
             scores = self.handle.scores(x)
         predicted = scores.argmax(dim=1)
-        target = _resolve_target(self.cfg.target, predicted, labels, scores.shape[1], self.device)
+        targets = resolve_targets(self.cfg.target, scores, labels)
+        keys = {
+            name: [key for key, (owner, _) in self.result_keys.items() if owner == name]
+            for name in self.methods
+        }
         out: dict[str, MethodBatch] = {}
         for name, method in self.methods.items():
             if progress is not None:
                 progress.working_on(name)
             started = time.perf_counter()
-            result = self.splitters[name].attribute(method, self.handle, x, target, context)
+            results = self.splitters[name].attribute(method, self.handle, x, targets, context)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            seconds = time.perf_counter() - started
-            batch = MethodBatch(
-                values=result.values.detach().float().cpu().numpy().astype(self.mask_dtype),
-                seconds=seconds,
-                extras={k: v.detach().cpu().numpy() for k, v in result.extras.items()},
-            )
-            if method.has_completeness:
-                flat = result.values.detach().reshape(len(x), -1)
-                batch.attribution_sum = flat.double().sum(dim=1).cpu().numpy()
-                batch.output_at_input = result.output_at_input.double().cpu().numpy()
-                batch.output_at_baseline = result.output_at_baseline.double().cpu().numpy()
-            out[name] = batch
+            # Targets that shared their passes (occlusion) share the time equally.
+            seconds = (time.perf_counter() - started) / len(results)
+            for key, result in zip(keys[name], results, strict=True):
+                batch = MethodBatch(
+                    values=result.values.detach().float().cpu().numpy().astype(self.mask_dtype),
+                    seconds=seconds,
+                    extras={k: v.detach().cpu().numpy() for k, v in result.extras.items()},
+                )
+                if method.has_completeness:
+                    flat = result.values.detach().reshape(len(x), -1)
+                    batch.attribution_sum = flat.double().sum(dim=1).cpu().numpy()
+                    batch.output_at_input = result.output_at_input.double().cpu().numpy()
+                    batch.output_at_baseline = result.output_at_baseline.double().cpu().numpy()
+                out[key] = batch
             if progress is not None:
                 progress.advance(name, len(x))
-        return BatchResult(start, np.asarray(ids), predicted.cpu().numpy(), target.cpu().numpy(), out)
+        return BatchResult(start, np.asarray(ids), predicted.cpu().numpy(), targets.cpu().numpy(), out)
 
 
 class BatchAccumulator:
@@ -211,20 +219,27 @@ class BatchAccumulator:
         self.ids = probe.ids
         self.seen = np.zeros(n, dtype=bool)
         self.predictions = np.empty(n, dtype=np.int64)
-        self.targets = np.empty(n, dtype=np.int64)
+        self.slots = attributor.slots
+        self.targets = np.empty((n, len(self.slots)), dtype=np.int64)
+        self.result_keys = attributor.result_keys
         self.attributions = {
-            name: np.lib.format.open_memmap(
-                workdir / f"{name}.npy", mode="w+", dtype=attributor.mask_dtype, shape=(n, *probe.input_shape)
+            key: np.lib.format.open_memmap(
+                workdir / f"{key.replace('/', '--')}.npy",
+                mode="w+",
+                dtype=attributor.mask_dtype,
+                shape=(n, *probe.input_shape),
             )
-            for name in attributor.methods
+            for key in self.result_keys
         }
-        checked = [name for name, m in attributor.methods.items() if m.has_completeness]
-        self.sums = {name: np.full(n, np.nan) for name in checked}
-        self.at_input = {name: np.full(n, np.nan) for name in checked}
-        self.at_baseline = {name: np.full(n, np.nan) for name in checked}
+        checked = [
+            key for key, (name, _) in self.result_keys.items() if attributor.methods[name].has_completeness
+        ]
+        self.sums = {key: np.full(n, np.nan) for key in checked}
+        self.at_input = {key: np.full(n, np.nan) for key in checked}
+        self.at_baseline = {key: np.full(n, np.nan) for key in checked}
         self.output_eps = torch.finfo(attributor.dtype).eps  # F(x) and F(x') are in the model's dtype
-        self.seconds = dict.fromkeys(attributor.methods, 0.0)
-        self.extras: dict[str, dict[str, np.ndarray]] = {name: {} for name in attributor.methods}
+        self.seconds = dict.fromkeys(self.result_keys, 0.0)
+        self.extras: dict[str, dict[str, np.ndarray]] = {key: {} for key in self.result_keys}
 
     def add(self, result: BatchResult) -> None:
         rows = slice(result.start, result.start + len(result.ids))
@@ -234,7 +249,7 @@ class BatchAccumulator:
             raise RuntimeError(f"batch at {result.start} arrived twice")
         self.seen[rows] = True
         self.predictions[rows] = result.predictions
-        self.targets[rows] = result.targets
+        self.targets[rows] = result.targets.reshape(len(result.ids), -1)
         for name, m in result.methods.items():
             self.seconds[name] += m.seconds
             self.attributions[name][rows] = m.values
@@ -268,7 +283,17 @@ class BatchAccumulator:
                     eps=self.output_eps,
                 )
             values.flush()
-            results[name] = MethodResult(name, values, self.seconds[name], completeness, self.extras[name])
+            method, k = self.result_keys[name]
+            results[name] = MethodResult(
+                name,
+                values,
+                self.seconds[name],
+                completeness,
+                self.extras[name],
+                method=method,
+                target=self.slots[k] if len(self.slots) > 1 else None,
+                targets=self.targets[:, k],
+            )
         return results
 
 
@@ -362,12 +387,13 @@ def prepare_probe(
     probe = load_probe(probe, cfg.probe, labels=labels, feature_names=feature_names, limit=first_only)
     if cfg.max_samples is not None:
         probe = probe.sample(cfg.max_samples, cfg.probe.sampling, seed=cfg.seed)
-    if cfg.target == "label" and probe.labels is None:
+    wants_label = "label" in (cfg.target if isinstance(cfg.target, list) else [cfg.target])
+    if wants_label and probe.labels is None:
         raise ProbeError("target 'label' needs probe labels, but the probe set has none")
     display = cfg.artifacts.display
     if isinstance(display, dict) and len(probe.input_shape) == 3:
         check_display_channels(display["mean"], probe.input_shape[0], "artifacts.display")
-    if cfg.target == "label" and probe.label_source == FOLDER_ORDER:
+    if wants_label and probe.label_source == FOLDER_ORDER:
         shown = ", ".join(f"{name}={label}" for label, name in sorted((probe.class_names or {}).items())[:5])
         raise ConfigError(
             "target 'label' explains each sample's label, but the probe is an image folder read without "
@@ -397,7 +423,7 @@ def finish_report(
             attributor.probe_mean,
             attributor.handle,
             probe,
-            gathered.targets,
+            gathered.targets[:, 0],
             attributor.dtype,
             cfg.artifacts.sheet_samples,
             cfg.checks.completeness.degenerate_floor,
@@ -421,7 +447,7 @@ def build_report(
         probe=probe,
         probe_sha256=probe_sha256,
         predictions=gathered.predictions,
-        targets=gathered.targets,
+        targets=gathered.targets[:, 0],
         methods=gathered.method_results(cfg),
         device=str(attributor.device),
         exported_model=attributor.handle.exported,
@@ -546,16 +572,19 @@ class _BatchSplitter:
         method: Any,
         handle: ModelHandle,
         x: torch.Tensor,
-        target: torch.Tensor,
+        targets: torch.Tensor,
         context: AttributionContext,
-    ) -> Attribution:
-        pieces: list[Attribution] = []
+    ) -> list[Attribution]:
+        """One Attribution per column of ``targets`` (B, K)."""
+        pieces: list[list[Attribution]] = []
         start, n = 0, len(x)
         while start < n:
             size = n - start if self.limit is None else min(self.limit, n - start)
             rows = slice(start, start + size)
             try:
-                piece = method.attribute(handle, x[rows], target[rows], context.rows(start, start + size))
+                piece = method.attribute_targets(
+                    handle, x[rows], targets[rows], context.rows(start, start + size)
+                )
                 pieces.append(piece)
             except torch.cuda.OutOfMemoryError as exc:
                 if size == 1:
@@ -570,7 +599,7 @@ class _BatchSplitter:
                 self.splits += 1
                 continue
             start += size
-        return concat_attributions(pieces)
+        return [concat_attributions([piece[k] for piece in pieces]) for k in range(targets.shape[1])]
 
 
 @contextmanager
@@ -665,12 +694,22 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _check_targets(spec: str | int, probe: ProbeSet, classes: int) -> None:
-    """A fixed target and every probe label must be a class of the model, whatever the target:
-    labels also score the accuracy, and a 1-based label would be scored as the wrong class."""
+def _check_targets(cfg: AuditConfig, probe: ProbeSet, classes: int) -> None:
+    """Every fixed target, ``top: k``, every class name and every probe label must fit the model's
+    classes, whatever the target: labels also score the accuracy, and a 1-based label would be
+    scored as the wrong class."""
     allowed = f"the model has {classes} classes, so a class must be 0 to {classes - 1}"
-    if isinstance(spec, int) and spec >= classes:
-        raise ProbeError(f"target class {spec} is out of range: {allowed}")
+    spec = cfg.target
+    for entry in spec if isinstance(spec, list) else [spec]:
+        if type(entry) is int and entry >= classes:
+            raise ProbeError(f"target class {entry} is out of range: {allowed}")
+    if isinstance(spec, TopTargets) and spec.top > classes:
+        raise ProbeError(f"target top: {spec.top} asks for more classes than the model has ({classes})")
+    if cfg.class_names is not None and max(cfg.class_names) >= classes:
+        raise ProbeError(
+            f"class_names names class {max(cfg.class_names)}, but {allowed}; give the names of this "
+            "model's classes"
+        )
     if probe.labels is not None:
         bad = np.flatnonzero((probe.labels < 0) | (probe.labels >= classes))
         if len(bad):
@@ -682,19 +721,28 @@ def _check_targets(spec: str | int, probe: ProbeSet, classes: int) -> None:
             )
 
 
-def _resolve_target(
-    spec: str | int,
-    predicted: torch.Tensor,
+def resolve_targets(
+    spec: Any,
+    scores: torch.Tensor,
     labels: np.ndarray | None,
-    num_classes: int,
-    device: torch.device,
 ) -> torch.Tensor:
-    if spec == "predicted":
-        return predicted
-    if spec == "label":
-        target = torch.from_numpy(labels).to(device)
-    else:
-        target = torch.full_like(predicted, int(spec))
+    """The class each sample is explained for, per target slot: (B, K) int64 on the scores' device.
+
+    ``top: k`` takes the k highest scores in order (ties by the lower class index, as ``argmax``
+    takes the first), so ``top1`` is the predicted class."""
+    num_classes, device = scores.shape[1], scores.device
+    if isinstance(spec, TopTargets):
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+        return order[:, : spec.top]
+    columns = []
+    for entry in spec if isinstance(spec, list) else [spec]:
+        if entry == "predicted":
+            columns.append(scores.argmax(dim=1))
+        elif entry == "label":
+            columns.append(torch.from_numpy(np.asarray(labels)).to(device=device, dtype=torch.int64))
+        else:
+            columns.append(torch.full((len(scores),), int(entry), dtype=torch.int64, device=device))
+    target = torch.stack(columns, dim=1)
     if int(target.min()) < 0 or int(target.max()) >= num_classes:
         bad = int(target.max()) if int(target.max()) >= num_classes else int(target.min())
         raise ProbeError(

@@ -16,7 +16,7 @@ import numpy as np
 
 from mlflow_xai.config import AuditConfig, GateConfig, ThresholdConfig
 from mlflow_xai.errors import ConfigError
-from mlflow_xai.report import metric_catalogue
+from mlflow_xai.report import metric_catalogue, result_keys
 
 LEVELS = ("pass", "warn", "fail")
 
@@ -74,29 +74,50 @@ def judge(
     checks: list[GateCheck] = []
     if gate.method_checks:
         tolerance = config.checks.completeness.tolerance
-        for method in sorted(config.methods.enabled()):
-            check = _method_check(method, metrics, tolerance)
+        for key in sorted(result_keys(list(config.methods.enabled()), config.target_slots())):
+            check = _method_check(key, metrics, tolerance)
             if check is not None:
                 checks.append(check)
     catalogue = metric_catalogue(config) if gate.thresholds else {}
-    for name, threshold in gate.thresholds.items():
-        if name not in metrics:
-            if name not in catalogue:
-                raise ConfigError(_unknown_metric(name, catalogue))
-            checks.append(GateCheck(name, "threshold", "fail", _why_missing(name, metrics)))
-            continue
-        base = None
-        if threshold.relative:
-            if baseline_metrics is None or name not in baseline_metrics:
-                raise ConfigError(
-                    f"gate.thresholds.{name} is relative to the baseline model, but no baseline "
-                    "metrics are available; pass --baseline-model-uri"
-                )
-            base = float(baseline_metrics[name])
-        checks.append(_threshold_check(name, float(metrics[name]), threshold, base))
+    for written, threshold in gate.thresholds.items():
+        for name in per_target(written, config, catalogue):
+            if name in metrics:
+                checks.append(_judge_threshold(name, float(metrics[name]), threshold, baseline_metrics))
+            else:
+                checks.append(GateCheck(name, "threshold", "fail", _why_missing(name, metrics)))
     if not checks and gate_is_configured(config):
         raise ConfigError(_NO_CHECK)
     return GateResult(checks, tuple(gate.fail_on))
+
+
+def per_target(name: str, config: AuditConfig, catalogue: Mapping[str, str]) -> list[str]:
+    """The metrics a threshold judges: the one it names, or in an audit of several targets, a
+    method's metric named without a target (``xai/occlusion/seconds``) once per target
+    (``xai/occlusion/class_208/seconds``, ...): every target must meet it. A name that is neither
+    is refused with the metrics that exist."""
+    if name in catalogue:
+        return [name]
+    parts = name.split("/")
+    slots = config.target_slots()
+    if len(slots) > 1 and len(parts) == 3:
+        each = [f"{parts[0]}/{parts[1]}/{slot}/{parts[2]}" for slot in slots]
+        if all(metric in catalogue for metric in each):
+            return each
+    raise ConfigError(_unknown_metric(name, catalogue))
+
+
+def _judge_threshold(
+    name: str, value: float, threshold: ThresholdConfig, baseline_metrics: Mapping[str, float] | None
+) -> GateCheck:
+    base = None
+    if threshold.relative:
+        if baseline_metrics is None or name not in baseline_metrics:
+            raise ConfigError(
+                f"gate.thresholds.{name} is relative to the baseline model, but no baseline "
+                "metrics are available; pass --baseline-model-uri"
+            )
+        base = float(baseline_metrics[name])
+    return _threshold_check(name, value, threshold, base)
 
 
 def gate_is_configured(config: AuditConfig) -> bool:
@@ -120,9 +141,8 @@ def check_gate_config(
     its metrics); relative thresholds have a baseline model; and the gate checks something."""
     catalogue = metric_catalogue(config)
     available = {"labels": has_labels, "masks": has_masks, "baseline_model": has_baseline}
-    for name, threshold in config.gate.thresholds.items():
-        if name not in catalogue:
-            raise ConfigError(_unknown_metric(name, catalogue))
+    for written, threshold in config.gate.thresholds.items():
+        name = per_target(written, config, catalogue)[0]  # every target needs the same
         need = catalogue[name]
         if need and not available[need]:
             raise ConfigError(f"gate.thresholds names metric {name!r}, which needs {_NEEDS[need]}")
@@ -168,9 +188,9 @@ def _unknown_metric(name: str, catalogue: Mapping[str, str]) -> str:
 
 def _why_missing(name: str, metrics: Mapping[str, float]) -> str:
     """Why a metric the configured methods can produce has no value in this audit."""
-    method = name.split("/")[1]
-    samples = metrics.get(f"xai/{method}/samples")
-    degenerate = metrics.get(f"xai/{method}/degenerate_baseline_count")
+    prefix = name.rsplit("/", 1)[0]  # xai/<method> or xai/<method>/<target>
+    samples = metrics.get(f"{prefix}/samples")
+    degenerate = metrics.get(f"{prefix}/degenerate_baseline_count")
     if samples is not None and degenerate is not None and degenerate >= samples:
         return (
             f"{name} has no value: every one of {int(samples)} samples has a degenerate baseline "
@@ -330,10 +350,12 @@ def metric_thresholds(config: AuditConfig) -> dict[str, object]:
     from mlflow.models import MetricThreshold
 
     out = {}
-    for name, t in config.gate.thresholds.items():
+    catalogue = metric_catalogue(config)
+    for written, t in config.gate.thresholds.items():
         if t.relative or t.fail is None:
             continue
-        out[name] = MetricThreshold(threshold=float(t.fail), greater_is_better=t.higher_is_better)
+        for name in per_target(written, config, catalogue):
+            out[name] = MetricThreshold(threshold=float(t.fail), greater_is_better=t.higher_is_better)
     return out
 
 

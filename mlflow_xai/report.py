@@ -9,7 +9,7 @@ import numpy as np
 
 from mlflow_xai.checks import COMPLETENESS_METRICS, CompletenessResult
 from mlflow_xai.config import AuditConfig
-from mlflow_xai.probe import ProbeSet
+from mlflow_xai.probe import CLASS_INDEX, ProbeSet
 
 METRIC_PREFIX = "xai"
 
@@ -36,23 +36,34 @@ def method_metric_names(method: Any) -> set[str]:
     return names
 
 
+def result_keys(methods: list[str], slots: list[str]) -> dict[str, tuple[str, int]]:
+    """The key of each (method, target slot) result: the method's name for an audit of one target,
+    ``<method>/<slot>`` (``occlusion/class_208``) for several; each mapped to (method, slot index).
+    Metric names (``xai/<key>/...``) and artifact folders follow the keys."""
+    if len(slots) == 1:
+        return {name: (name, 0) for name in methods}
+    return {f"{name}/{slot}": (name, k) for name in methods for k, slot in enumerate(slots)}
+
+
 def metric_catalogue(config: AuditConfig) -> dict[str, str]:
     """Every metric an audit with ``config`` can produce, mapped to what it needs beyond the config:
     ``""`` (nothing), ``"labels"`` (probe labels), ``"masks"`` (ground-truth masks in the probe set)
     or ``"baseline_model"`` (a model to compare with)."""
     from mlflow_xai.methods import build
 
+    slots = config.target_slots()
     out = {
         f"{METRIC_PREFIX}/probe/samples": "",
         f"{METRIC_PREFIX}/probe/accuracy": "labels",
         f"{METRIC_PREFIX}/probe/object_area_fraction_mean": "masks",
     }
-    for name, method_config in config.methods.enabled().items():
-        prefix = f"{METRIC_PREFIX}/{name}/"
-        method = build(name, method_config)
-        out.update(dict.fromkeys((prefix + key for key in method_metric_names(method)), ""))
+    enabled = config.methods.enabled()
+    names = {name: method_metric_names(build(name, method_config)) for name, method_config in enabled.items()}
+    for key, (name, _) in result_keys(list(enabled), slots).items():
+        prefix = f"{METRIC_PREFIX}/{key}/"
+        out.update(dict.fromkeys((prefix + metric for metric in names[name]), ""))
         out[prefix + "object_mass_fraction_mean"] = "masks"
-        out.update(dict.fromkeys((prefix + key for key in DRIFT_METRICS), "baseline_model"))
+        out.update(dict.fromkeys((prefix + metric for metric in DRIFT_METRICS), "baseline_model"))
     if config.methods.integrated_gradients is not None and config.artifacts.sheet_samples > 0:
         out[f"{METRIC_PREFIX}/integrated_gradients/figures_seconds"] = ""  # the path figures' cost
     return out
@@ -83,6 +94,9 @@ def _p95(values: np.ndarray) -> float:
 
 @dataclass
 class MethodResult:
+    """One method's results for one target slot. ``name`` is the result's key: the method's name,
+    or ``<method>/<slot>`` in an audit of several targets (``occlusion/class_208``)."""
+
     name: str
     attributions: np.ndarray  # (N, *input_shape), float16 or float32
     seconds: float
@@ -90,6 +104,12 @@ class MethodResult:
     # Per-sample quantities a method reports beside its attributions (e.g. IG's steps used),
     # each an (N,) array: numbers are summarised as _mean/_p95/_max, booleans as _fraction.
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    method: str = ""  # the configured method (``name`` without the slot); defaults to ``name``
+    target: str | None = None  # the target slot (``class_208``, ``top2``) when the audit has several
+    targets: np.ndarray | None = None  # (N,) the class each sample was explained for
+
+    def __post_init__(self) -> None:
+        self.method = self.method or self.name
 
     def metrics(self) -> dict[str, float]:
         out = {"seconds": float(self.seconds), "samples": float(len(self.attributions))}
@@ -202,8 +222,12 @@ class AuditReport:
                 "id": sample_id,
                 "label": "" if labels is None else int(labels[i]),
                 "prediction": int(self.predictions[i]),
-                "target": int(self.targets[i]),
             }
+            slots = self.slot_targets()
+            if slots:  # several targets: the class each slot explained
+                row.update({f"target/{slot}": int(targets[i]) for slot, targets in slots.items()})
+            else:
+                row["target"] = int(self.targets[i])
             for name, result in self.methods.items():
                 c = result.completeness
                 if c is None:
@@ -220,6 +244,23 @@ class AuditReport:
                     row[f"{name}/{key}"] = bool(value) if values.dtype == bool else float(value)
             rows.append(row)
         return rows
+
+    def slot_targets(self) -> dict[str, np.ndarray]:
+        """In an audit of several targets, each slot's (N,) explained classes; else empty."""
+        out: dict[str, np.ndarray] = {}
+        for result in self.methods.values():
+            if result.target is not None and result.targets is not None:
+                out.setdefault(result.target, result.targets)
+        return out
+
+    def class_label(self, cls: int) -> str:
+        """``"208"``, or ``"208 Labrador retriever"`` where ``class_names`` (or the probe's class
+        index) names the class."""
+        names = self.config.class_names
+        if names is None and self.probe.label_source == CLASS_INDEX:
+            names = self.probe.class_names
+        name = (names or {}).get(int(cls))
+        return str(int(cls)) if name is None else f"{int(cls)} {name}"
 
     @property
     def failure_reasons(self) -> dict[str, list[str]]:

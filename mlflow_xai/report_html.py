@@ -185,7 +185,7 @@ def _worst(report: AuditReport, folder: Path) -> str:
                 str(report.probe.ids[i]),
                 "-" if report.probe.labels is None else str(int(report.probe.labels[i])),
                 str(int(report.predictions[i])),
-                str(int(report.targets[i])),
+                str(int((report.targets if result.targets is None else result.targets)[i])),
                 f"{c.rel_error[i]:.3%}",
                 _steps(result, i),
             ]

@@ -390,7 +390,7 @@ def test_a_missing_layer_is_refused_when_the_attributor_is_built():
         ),
         ({"batch_size": "8"}, 'invalid config: batch_size must be an integer >= 1, got "8"'),
         ({"batch_size": 0}, "invalid config: batch_size must be an integer >= 1, got 0"),
-        ({"target": -1}, "invalid config: target must be"),
+        ({"target": -1}, "invalid config: target: must be"),
         (
             {"methods": {"integrated_gradients": {"n_steps": 0}}},
             "methods.integrated_gradients.n_steps must be",

@@ -30,7 +30,11 @@ from mlflow_xai.errors import ConfigError
             "methods.integrated_gradients.rule must be one of 'left', 'right', 'midpoint', 'trapezoid', "
             "'gauss_legendre', got \"simpson\"",
         ),
-        ({"target": "best"}, "target must be one of 'predicted', 'label' or an integer >= 0, got \"best\""),
+        (
+            {"target": "best"},
+            "target: must be predicted, label, a class index >= 0, a list of these, or {top: k} with k >= 1; "
+            "got 'best'",
+        ),
         ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
         ({"output": "softmax"}, "output must be one of 'logit', 'probability', 'log_probability'"),
         (

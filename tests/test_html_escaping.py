@@ -513,6 +513,8 @@ def test_samples_without_sheets(tmp_path):
 
 
 class _Result(SimpleNamespace):
+    targets = None  # an audit of one target: the report's targets
+
     def worst_indices(self, k):
         return np.asarray(self.worst[:k], dtype=np.int64)
 

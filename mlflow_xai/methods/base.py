@@ -90,6 +90,20 @@ class AttributionMethod:
             raise ValueError(f"the context has {len(context.positions)} positions for {len(x)} samples")
         return self._attribute(handle, x, target, context)
 
+    def attribute_targets(
+        self,
+        handle: ModelHandle,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        context: AttributionContext | None = None,
+    ) -> list[Attribution]:
+        """Attributions of ``x`` for each column of ``targets`` (B, K), one Attribution per column.
+
+        Every target of a sample sees the same random draws (they are seeded by the sample's
+        position), so targets differ only by what they explain. This runs the method once per
+        column; a method whose passes serve every class at once (occlusion) overrides it."""
+        return [self.attribute(handle, x, targets[:, k], context) for k in range(targets.shape[1])]
+
     def check_model(self, handle: ModelHandle) -> None:
         """Refuse a model this method cannot explain as configured (no input needed, no compute)."""
         if self.needs_hooks and handle.exported:

@@ -71,8 +71,10 @@ def occlusion(
     Slot 0 is ``x`` itself and slot i the i-th window of ``occlusion_windows``; a pass runs at most
     ``windows_per_pass`` slots. A window's mask is the product of one interval per axis, so each pass
     builds its masks by broadcasting, and the drops are spread back with one band matrix per axis:
-    no tensor holds a full-size mask per window.
+    no tensor holds a full-size mask per window. ``target`` (B,) gives (B, *S); ``target`` (B, K)
+    gives (B, K, *S) from the same passes, each class read off the scores of every occluded image.
     """
+    classes = target.view(len(x), -1)  # (B, K)
     batch, sample_shape = x.shape[0], tuple(x.shape[1:])
     device, dtype = x.device, x.dtype
     starts = [_positions(*a) for a in zip(sample_shape, window, strides, strict=True)]
@@ -85,11 +87,12 @@ def occlusion(
         for first in range(0, slots, per_pass):
             count = min(per_pass, slots - first)
             out = scores(_occluded(x, lows[first : first + count], window, baseline))
-            outputs.append(out.gather(1, target.repeat(count).view(-1, 1)).view(count, batch))
+            outputs.append(out.gather(1, classes.repeat(count, 1)).view(count, batch * classes.shape[1]))
         values = torch.cat(outputs)
         # Contract each axis's window index with its (windows, size) band, 1 where the window holds the
         # feature; tensordot appends the feature axis, so after the last axis they are back in order.
-        total = (values[0] - values[1:]).t().reshape(batch, *map(len, starts)).to(dtype)
+        # Rows are (sample, class) pairs from here on.
+        total = (values[0] - values[1:]).t().reshape(-1, *map(len, starts)).to(dtype)
         weights = torch.ones((), dtype=dtype, device=device)
         for size, w, axis_starts in zip(sample_shape, window, starts, strict=True):
             pos = torch.arange(size, device=device)
@@ -102,7 +105,7 @@ def occlusion(
                 covering = covering + band.sum(0)
             total = spread
             weights = torch.tensordot(weights, covering, dims=0)  # windows covering each feature
-    return total / weights
+    return (total / weights).view(*target.shape, *sample_shape)
 
 
 @register("occlusion")
@@ -147,3 +150,15 @@ class Occlusion(AttributionMethod):
             windows_per_pass=per_pass,
         )
         return Attribution(values)
+
+    def attribute_targets(
+        self,
+        handle: ModelHandle,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        context: AttributionContext | None = None,
+    ) -> list[Attribution]:
+        """Every target from the same occluded images: one set of forward passes for all K classes."""
+        self.check_model(handle)
+        shared = self._attribute(handle, x, targets, context)
+        return [Attribution(shared.values[:, k]) for k in range(targets.shape[1])]
