@@ -453,10 +453,11 @@ class GateConfig(_Strict):
     @model_validator(mode="after")
     def _metric_names(self) -> GateConfig:
         for name in self.thresholds:
-            if not name.startswith("xai/") or name.count("/") != 2:
+            if not name.startswith("xai/") or name.count("/") not in (2, 3):
                 raise ValueError(
-                    f"threshold key {name!r} must be a metric name of the form xai/<method>/<quantity>, "
-                    "e.g. xai/integrated_gradients/completeness_rel_error_p95"
+                    f"threshold key {name!r} must be a metric name of the form xai/<method>/<quantity> "
+                    "(or xai/<method>/<target>/<quantity> for one of several targets), e.g. "
+                    "xai/integrated_gradients/completeness_rel_error_p95"
                 )
         return self
 

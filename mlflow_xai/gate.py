@@ -103,7 +103,7 @@ def per_target(name: str, config: AuditConfig, catalogue: Mapping[str, str]) -> 
         each = [f"{parts[0]}/{parts[1]}/{slot}/{parts[2]}" for slot in slots]
         if all(metric in catalogue for metric in each):
             return each
-    raise ConfigError(_unknown_metric(name, catalogue))
+    raise ConfigError(_unknown_metric(name, catalogue, slots))
 
 
 def _judge_threshold(
@@ -169,7 +169,7 @@ def _checked_methods(config: AuditConfig) -> list[str]:
     return [name for name, cfg in config.methods.enabled().items() if build(name, cfg).has_completeness]
 
 
-def _unknown_metric(name: str, catalogue: Mapping[str, str]) -> str:
+def _unknown_metric(name: str, catalogue: Mapping[str, str], slots: list[str] | None = None) -> str:
     method = name.split("/")[1]
     own = sorted(k for k in catalogue if k.split("/")[1] == method)
     if not own:
@@ -178,11 +178,16 @@ def _unknown_metric(name: str, catalogue: Mapping[str, str]) -> str:
             f"gate.thresholds names metric {name!r}, but method {method!r} is not enabled "
             f"(enabled: {', '.join(enabled)})"
         )
+    each = ""
+    if slots is not None and len(slots) > 1:
+        # Several targets: the names without a target, each judged once per target.
+        own = sorted({f"xai/{method}/{k.rsplit('/', 1)[1]}" for k in own})
+        each = f" for each target ({', '.join(slots)}; or add the target: xai/{method}/{slots[0]}/...)"
     close = difflib.get_close_matches(name, own, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else "."
     return (
         f"gate.thresholds names metric {name!r}, which {method!r} as configured does not produce"
-        f"{hint} It produces: {', '.join(own)}"
+        f"{hint} It produces{each}: {', '.join(own)}"
     )
 
 

@@ -562,3 +562,99 @@ def test_drift_metrics():
         "xai/saliency/drift_topk_overlap_min": 0.5,
     }
     assert drift_metrics({}, "saliency") == {}
+
+
+# --------------------------------------------------------------------------------------------------
+# What check_gate_config refuses, word for word
+
+
+def test_a_metric_of_a_method_not_enabled_lists_the_enabled_methods():
+    config = load_config(
+        {
+            "methods": {"integrated_gradients": {}, "occlusion": {}},
+            "gate": {"thresholds": {"xai/saliency/seconds": {"fail": 1.0}}},
+        }
+    )
+    with pytest.raises(ConfigError) as err:
+        check_gate_config(config, has_baseline=False)
+    assert str(err.value).endswith(
+        "gate.thresholds names metric 'xai/saliency/seconds', but method 'saliency' is not enabled "
+        "(enabled: integrated_gradients, occlusion)"
+    )
+
+
+def test_a_metric_with_no_close_name_lists_what_the_method_produces():
+    config = load_config(
+        {
+            "methods": {"occlusion": {}},
+            "gate": {"thresholds": {"xai/occlusion/zzzzzzzzzzzzzzzz": {"fail": 1.0}}},
+        }
+    )
+    with pytest.raises(ConfigError) as err:
+        check_gate_config(config, has_baseline=False)
+    assert str(err.value).endswith(
+        "which 'occlusion' as configured does not produce. It produces: "
+        "xai/occlusion/drift_rank_correlation_median, xai/occlusion/drift_rank_correlation_min, "
+        "xai/occlusion/drift_topk_overlap_median, xai/occlusion/drift_topk_overlap_min, "
+        "xai/occlusion/object_mass_fraction_mean, xai/occlusion/samples, xai/occlusion/seconds"
+    )
+
+
+@pytest.mark.parametrize(
+    ("methods", "checks_something"),
+    [
+        ({"integrated_gradients": {}}, True),
+        ({"gradient_shap": {"multiply_by_inputs": True}}, True),
+        # Without multiplying by the inputs GradientShap claims no completeness: nothing to check.
+        ({"gradient_shap": {"multiply_by_inputs": False}}, False),
+        ({"occlusion": {}}, False),
+    ],
+)
+def test_a_gate_of_method_checks_alone_needs_a_method_with_a_check(methods, checks_something):
+    config = load_config({"methods": methods, "gate": {"method_checks": True}})
+    if checks_something:
+        check_gate_config(config, has_baseline=False)
+    else:
+        with pytest.raises(ConfigError, match="the gate evaluates no check"):
+            check_gate_config(config, has_baseline=False)
+
+
+def test_check_gate_config_assumes_labels_and_masks_unless_told():
+    # The library call without has_labels / has_masks checks the names only (labels and masks are
+    # known once the probe set is loaded, which the command line passes in).
+    config = load_config(
+        {
+            "methods": {"occlusion": {}},
+            "gate": {
+                "thresholds": {
+                    "xai/probe/accuracy": {"fail": 0.5},
+                    "xai/occlusion/object_mass_fraction_mean": {"fail": 0.2},
+                }
+            },
+        }
+    )
+    check_gate_config(config, has_baseline=False)
+    with pytest.raises(ConfigError, match="needs probe labels"):
+        check_gate_config(config, has_baseline=False, has_labels=False)
+    with pytest.raises(ConfigError, match="needs ground-truth masks"):
+        check_gate_config(config, has_baseline=False, has_masks=False)
+
+
+def test_a_missing_metric_does_not_stop_the_thresholds_after_it():
+    config = load_config(
+        {
+            "methods": {"integrated_gradients": {}},
+            "gate": {
+                "method_checks": False,
+                "thresholds": {
+                    IG + "completeness_rel_error_max": {"fail": 0.1, "higher_is_better": False},
+                    IG + "seconds": {"fail": 10.0, "higher_is_better": False},
+                },
+            },
+        }
+    )
+    checks = judge({IG + "seconds": 2.0}, config).checks
+    assert [(c.name, c.level) for c in checks] == [
+        (IG + "completeness_rel_error_max", "fail"),
+        (IG + "seconds", "pass"),
+    ]
