@@ -175,6 +175,9 @@ def _validate(args: argparse.Namespace) -> int:
     methods = ", ".join(config.methods.enabled())
     name = args.file or "the built-in defaults"
     print(f"{name}: valid (methods: {methods}; {len(config.gate.thresholds)} gate threshold(s))")
+    slots = config.target_slots()
+    if len(slots) > 1:
+        print(f"  {len(slots)} targets, each with its own masks and metrics: {', '.join(slots)}")
     if shape is not None:
         import math
 

@@ -88,6 +88,23 @@ def test_ray_engine_matches_the_local_engine(ray_cluster, small_cnn, probe38):
     assert ray.is_initialized()  # a session the caller opened stays open
 
 
+def test_ray_engine_matches_the_local_engine_with_several_targets(ray_cluster, small_cnn, probe38):
+    images, labels = probe38[0][:12], probe38[1][:12]
+    config = {
+        **CONFIG,
+        "target": [0, "label", "predicted"],
+        "methods": {"occlusion": CONFIG["methods"]["occlusion"], "saliency": {}},
+    }
+    local = mlflow_xai.audit(small_cnn, images, config, labels=labels)
+    distributed = mlflow_xai.audit(
+        small_cnn, images, {**config, "distributed": {"engine": "ray", "num_actors": 2}}, labels=labels
+    )
+    assert sorted(distributed.methods)[:3] == ["occlusion/class_0", "occlusion/label", "occlusion/predicted"]
+    for name, result in local.methods.items():
+        np.testing.assert_array_equal(distributed.methods[name].targets, result.targets, err_msg=name)
+    _assert_same_audit(local, distributed)
+
+
 class DiesOnFirstBatch(BatchWorker):
     """An actor process that exits on its first batch, once per marker file (as a lost node would)."""
 

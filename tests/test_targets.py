@@ -361,3 +361,51 @@ def test_sheet_titles_and_captions_name_the_explained_class():
     second = top.methods["saliency/top2"]
     assert _target_title(top, second) == "target top2"
     assert _caption(top, second, 0).splitlines()[-1] == f"explains {int(second.targets[0])}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The command line, on a real tracking store
+
+
+def test_cli_audit_of_two_targets_logs_each_and_gates_each(
+    tracking_store, small_cnn, shapes16, tmp_path, capsys
+):
+    import xml.etree.ElementTree as ET
+
+    import mlflow
+    from helpers import log_pytorch_model
+    from mlflow import MlflowClient
+
+    from mlflow_xai.cli import main
+
+    _, probe = shapes16
+    probe_file = tmp_path / "probe.npz"
+    np.savez(probe_file, inputs=probe.images[:4], labels=probe.labels[:4])
+    uri = log_pytorch_model(small_cnn, probe.images[:2])
+    config = tmp_path / "two.yaml"
+    config.write_text(
+        "target: [0, label]\n"
+        "class_names: [circle, square, triangle, cross]\n"
+        "methods:\n  integrated_gradients: {n_steps: 16}\n  occlusion: {}\n"
+        "gate:\n  method_checks: false\n  thresholds:\n"
+        "    xai/occlusion/samples: {fail: 4}\n"
+    )
+    assert main(["validate-config", str(config)]) == 0
+    assert "2 targets, each with its own masks and metrics: class_0, label" in capsys.readouterr().out
+    args = ["audit", "--model-uri", uri, "--probe", str(probe_file), "--config", str(config)]
+    code = main([*args, "--experiment", "two", "--junit", str(tmp_path / "j.xml")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (run,) = mlflow.search_runs(experiment_names=["two"], output_format="list")
+    for key in (
+        "occlusion/class_0",
+        "occlusion/label",
+        "integrated_gradients/class_0",
+        "integrated_gradients/label",
+    ):
+        assert run.data.metrics[f"xai/{key}/samples"] == 4.0
+        listed = [f.path for f in MlflowClient().list_artifacts(run.info.run_id, f"xai/{key}")]
+        assert f"xai/{key}/masks.npz" in listed and f"xai/{key}/sheet.png" in listed
+    cases = [c.get("name") for c in ET.parse(tmp_path / "j.xml").getroot().iter("testcase")]
+    assert cases == ["xai/occlusion/class_0/samples", "xai/occlusion/label/samples"]
+    assert "occlusion/class_0" in out and "integrated_gradients/label" in out  # the summary table
