@@ -183,6 +183,12 @@ def _validate(args: argparse.Namespace) -> int:
 
         from mlflow_xai.methods import build
 
+        ig = config.methods.integrated_gradients
+        if ig is not None:
+            print(
+                f"  integrated_gradients on inputs of shape {list(shape)}: internal_batch_size "
+                f"{ig.points_per_pass(math.prod(shape))} (interpolated inputs per pass)"
+            )
         occlusion = config.methods.occlusion
         if occlusion is not None:
             window, strides = build("occlusion", occlusion).windows(shape)

@@ -797,7 +797,7 @@ def _ig_profiles(
         target,
         ids=probe.ids[:count].tolist(),
         max_steps=IG_FIGURE_STEPS,
-        internal_batch_size=ig.config.internal_batch_size,
+        internal_batch_size=ig.config.points_per_pass(x[0].numel()),
         degenerate_floor=degenerate_floor,
     )
     return dataclasses.replace(profiles, seconds=time.perf_counter() - started)

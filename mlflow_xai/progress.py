@@ -53,6 +53,13 @@ class AuditProgress:
         if self.mode == "bar":
             self._bar = tqdm(total=self.total, desc="attributing", unit="sample", file=self.stream)
         elif self.mode == "lines":
+            # The work starts now (start-up, model load and preflight are behind): say so at once.
+            print(
+                f"mlflow-xai: attributing {self.samples} samples x {len(self.methods)} method(s): "
+                f"{', '.join(self.methods)}",
+                file=self.stream,
+                flush=True,
+            )
             self._thread = threading.Thread(target=self._heartbeat, name="mlflow-xai-progress", daemon=True)
             self._thread.start()
         return self

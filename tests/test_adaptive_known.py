@@ -164,7 +164,7 @@ def test_the_defaults_are_the_config_defaults() -> None:
     ig = IntegratedGradientsConfig()
     for name in ("completeness_tolerance", "step_change_tolerance", "min_steps", "max_steps"):
         assert defaults[name] == getattr(ig, name), name
-    assert defaults["internal_batch_size"] == ig.internal_batch_size
+    assert defaults["internal_batch_size"] == ig.points_per_pass(1)  # auto, for small inputs
     assert defaults["degenerate_floor"] == CompletenessConfig().degenerate_floor
 
 

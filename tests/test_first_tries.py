@@ -87,6 +87,7 @@ def test_validate_config_shows_what_the_defaults_resolve_to(capsys):
     out = capsys.readouterr().out
     assert "the built-in defaults: valid" in out
     assert "sliding_window_shapes [3, 56, 56], strides [3, 28, 28] (49 windows per sample)" in out
+    assert "integrated_gradients on inputs of shape [3, 224, 224]: internal_batch_size 27 " in out
     assert main(["validate-config", "--input-shape", "3,a"]) == 2
     assert "--input-shape must be positive integers" in capsys.readouterr().err
 
@@ -94,3 +95,60 @@ def test_validate_config_shows_what_the_defaults_resolve_to(capsys):
 def test_the_old_fixed_default_is_gone():
     # [3, 8, 8] failed on every input smaller than 3x8x8 or with another channel count.
     assert load_config({}).methods.occlusion.sliding_window_shapes == "auto"
+
+
+@pytest.mark.parametrize(
+    ("values", "points"),
+    [
+        (1, 512),
+        (20, 512),
+        (3 * 32 * 32, 512),
+        (8192, 512),
+        (8193, 511),
+        (3 * 64 * 64, 341),
+        (3 * 224 * 224, 27),
+        (3 * 4096 * 4096, 1),
+    ],
+)
+def test_ig_points_per_pass_shrink_with_the_input(values, points):
+    # auto: at most 512 points and at most 2^22 input values a pass.
+    assert load_config({}).methods.integrated_gradients.points_per_pass(values) == points
+    fixed = load_config({"methods": {"integrated_gradients": {"internal_batch_size": 700}}})
+    assert fixed.methods.integrated_gradients.points_per_pass(values) == 700
+
+
+class _PassCounter(nn.Module):
+    """A small CNN on 3x128x128 that records the batch of every pass that needs gradients."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 2, 5, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 31 * 31, 4)
+        )
+        self.passes: list[int] = []
+
+    def forward(self, x):
+        if x.requires_grad:
+            self.passes.append(len(x))
+        return self.net(x)
+
+
+def test_ig_by_default_passes_at_most_2_22_input_values():
+    # 3x128x128 = 49,152 values: 85 points a pass, so 4 samples x 32 steps take two passes of 21
+    # steps for every sample (84 points) and one of the rest; 512 points a pass would take one.
+    model = _PassCounter().eval()
+    x = np.random.default_rng(0).random((4, 3, 128, 128), dtype=np.float32)
+    audit(model, x, {"methods": {"integrated_gradients": {}}, "artifacts": {"sheet_samples": 0}})
+    # (The first pass is preflight's check of the gradient path on one sample.)
+    assert model.passes == [1, 84, 44]
+    model.passes.clear()
+    audit(
+        model,
+        x,
+        {
+            "methods": {"integrated_gradients": {"internal_batch_size": 512}},
+            "artifacts": {"sheet_samples": 0},
+        },
+    )
+    assert model.passes == [1, 128]

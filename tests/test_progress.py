@@ -58,7 +58,8 @@ def test_a_long_batch_still_prints_a_line_every_few_seconds(small_cnn, shapes16,
     report = audit_prepared(small_cnn, prepare_probe(probe.images[:4], cfg), cfg, progress=None)
     assert len(report.probe) == 4
     lines = log.getvalue().strip().splitlines()
-    assert lines[0].startswith("mlflow-xai: saliency (1 of 1): 0/4 sample-methods (0%)")
+    assert lines[0] == "mlflow-xai: attributing 4 samples x 1 method(s): saliency"
+    assert lines[1].startswith("mlflow-xai: saliency (1 of 1): 0/4 sample-methods (0%)")
     assert lines[-1].startswith("mlflow-xai: all 1 method(s) done: 4/4")
 
 
@@ -66,7 +67,7 @@ def _wait_for_line(log: Log, spoke: threading.Event) -> None:
     import time
 
     for _ in range(1000):
-        if "mlflow-xai:" in log.getvalue():
+        if "sample-methods" in log.getvalue():  # a heartbeat line, not the opening one
             spoke.set()
             return
         time.sleep(0.01)

@@ -144,7 +144,7 @@ class IntegratedGradients(AttributionMethod):
             target,
             n_steps=n,
             rule=cfg.rule,
-            internal_batch_size=cfg.internal_batch_size,
+            internal_batch_size=cfg.points_per_pass(x[0].numel()),
         ).detach()
 
     def _adaptive(
@@ -165,7 +165,7 @@ class IntegratedGradients(AttributionMethod):
             step_change_tolerance=cfg.step_change_tolerance,
             min_steps=cfg.min_steps,
             max_steps=cfg.max_steps,
-            internal_batch_size=cfg.internal_batch_size,
+            internal_batch_size=cfg.points_per_pass(x[0].numel()),
             degenerate_floor=degenerate_floor,
         )
         extras = {
