@@ -42,6 +42,20 @@ def _finest_trapezoid(x: list[float], finest: int) -> list[float]:
     return total
 
 
+def _with_zero_tolerances(x: torch.Tensor, min_steps: int, max_steps: int):
+    """Adaptive IG of _cubic_plus_linear from a zero baseline, refining until both errors are 0."""
+    return adaptive_integrated_gradients(
+        _cubic_plus_linear,
+        x,
+        torch.zeros_like(x),
+        torch.zeros(len(x), dtype=torch.long),
+        completeness_tolerance=0.0,
+        step_change_tolerance=0.0,
+        min_steps=min_steps,
+        max_steps=max_steps,
+    )
+
+
 @pytest.mark.parametrize(("min_steps", "max_steps"), [(3, 9), (5, 9), (9, 9), (5, 12), (17, 20)])
 def test_unmet_tolerances_refine_to_the_trapezoid_on_the_finest_grid(min_steps: int, max_steps: int) -> None:
     # Tolerances of 0 are never met by a cubic path: every interval is halved until the partition is
@@ -49,16 +63,7 @@ def test_unmet_tolerances_refine_to_the_trapezoid_on_the_finest_grid(min_steps: 
     # the answer is the composite trapezoid there and each sample spent finest + 1 evaluations.
     finest = 16 if max_steps >= 17 else 8
     x = torch.tensor([[1.5, 2.0], [-0.8, 0.5]], dtype=DTYPE)
-    result = adaptive_integrated_gradients(
-        _cubic_plus_linear,
-        x,
-        torch.zeros_like(x),
-        torch.zeros(2, dtype=torch.long),
-        completeness_tolerance=0.0,
-        step_change_tolerance=0.0,
-        min_steps=min_steps,
-        max_steps=max_steps,
-    )
+    result = _with_zero_tolerances(x, min_steps, max_steps)
     assert result.steps.tolist() == [finest + 1, finest + 1]
     assert result.steps.dtype == torch.int64
     assert result.converged.tolist() == [False, False]
@@ -70,16 +75,7 @@ def test_an_exact_answer_meets_tolerances_of_zero_at_the_first_check() -> None:
     # Along (0, 2) F is linear (x0 stays 0): both estimates are exact and equal, so a step change of
     # 0 and a completeness error of 0 meet tolerances of 0. Along (1.5, 2) they never do.
     x = torch.tensor([[0.0, 2.0], [1.5, 2.0]], dtype=DTYPE)
-    result = adaptive_integrated_gradients(
-        _cubic_plus_linear,
-        x,
-        torch.zeros_like(x),
-        torch.zeros(2, dtype=torch.long),
-        completeness_tolerance=0.0,
-        step_change_tolerance=0.0,
-        min_steps=5,
-        max_steps=33,
-    )
+    result = _with_zero_tolerances(x, 5, 33)
     assert result.converged.tolist() == [True, False]
     assert result.steps.tolist() == [5, 33]
     assert result.attributions[0].tolist() == [0.0, WEIGHTS[1] * 2.0]
