@@ -97,12 +97,11 @@ def per_target(name: str, config: AuditConfig, catalogue: Mapping[str, str]) -> 
     is refused with the metrics that exist."""
     if name in catalogue:
         return [name]
-    parts = name.split("/")
+    _, method, rest = name.split("/", 2)  # GateConfig takes only xai/<method>/...
     slots = config.target_slots()
-    if len(slots) > 1 and len(parts) == 3:
-        each = [f"{parts[0]}/{parts[1]}/{slot}/{parts[2]}" for slot in slots]
-        if all(metric in catalogue for metric in each):
-            return each
+    each = [f"xai/{method}/{slot}/{rest}" for slot in slots]  # one target: never in the catalogue
+    if all(metric in catalogue for metric in each):
+        return each
     raise ConfigError(_unknown_metric(name, catalogue, slots))
 
 

@@ -329,9 +329,9 @@ def test_an_unknown_metric_with_several_targets_lists_the_per_target_names():
     with pytest.raises(ConfigError) as err:
         check_gate_config(config, has_baseline=False)
     assert (
-        "did you mean 'xai/occlusion/seconds'? It produces for each target (class_0, class_3; or add "
-        in str(err.value)
-    )
+        "did you mean 'xai/occlusion/seconds'? It produces for each target (class_0, class_3; or add the "
+        "target: xai/occlusion/class_0/...): "
+    ) in str(err.value)
     assert "xai/occlusion/samples, xai/occlusion/seconds" in str(err.value)
 
 
@@ -409,3 +409,36 @@ def test_cli_audit_of_two_targets_logs_each_and_gates_each(
     cases = [c.get("name") for c in ET.parse(tmp_path / "j.xml").getroot().iter("testcase")]
     assert cases == ["xai/occlusion/class_0/samples", "xai/occlusion/label/samples"]
     assert "occlusion/class_0" in out and "integrated_gradients/label" in out  # the summary table
+
+
+def test_mlflow_metric_thresholds_are_one_per_target():
+    from mlflow_xai.gate import metric_thresholds
+
+    config = _two_target_config(
+        thresholds={
+            "xai/occlusion/seconds": {"fail": 2.0, "higher_is_better": False},
+            "xai/integrated_gradients/class_3/completeness_pass_fraction": {"fail": 0.9},
+        }
+    )
+    thresholds = metric_thresholds(config)
+    assert sorted(thresholds) == [
+        "xai/integrated_gradients/class_3/completeness_pass_fraction",
+        "xai/occlusion/class_0/seconds",
+        "xai/occlusion/class_3/seconds",
+    ]
+    assert thresholds["xai/occlusion/class_3/seconds"].threshold == 2.0
+    assert thresholds["xai/occlusion/class_3/seconds"].greater_is_better is False
+
+
+def test_a_target_the_audit_does_not_have_is_refused():
+    config = _two_target_config(thresholds={"xai/occlusion/class_7/seconds": {"fail": 1.0}})
+    with pytest.raises(ConfigError, match=re.escape("'xai/occlusion/class_7/seconds', which 'occlusion'")):
+        check_gate_config(config, has_baseline=False)
+    one = load_config(
+        {
+            "methods": {"occlusion": {}},
+            "gate": {"thresholds": {"xai/occlusion/predicted/seconds": {"fail": 1}}},
+        }
+    )
+    with pytest.raises(ConfigError, match="did you mean 'xai/occlusion/seconds'"):
+        check_gate_config(one, has_baseline=False)
