@@ -434,6 +434,10 @@ def test_a_target_the_audit_does_not_have_is_refused():
     config = _two_target_config(thresholds={"xai/occlusion/class_7/seconds": {"fail": 1.0}})
     with pytest.raises(ConfigError, match=re.escape("'xai/occlusion/class_7/seconds', which 'occlusion'")):
         check_gate_config(config, has_baseline=False)
+    # A method name in the target's place names no metric, even where the rest would.
+    junk = _two_target_config(thresholds={"xai/junk/occlusion/seconds": {"fail": 1.0}})
+    with pytest.raises(ConfigError, match="but method 'junk' is not enabled"):
+        check_gate_config(junk, has_baseline=False)
     one = load_config(
         {
             "methods": {"occlusion": {}},
