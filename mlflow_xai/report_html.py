@@ -69,7 +69,7 @@ def render_report_html(report: AuditReport, folder: Path, summary: Mapping[str, 
         _samples(report, folder),
         _worst(report, folder),
         _features(report, folder),
-        _convergence(report, folder),
+        _convergence(folder),
         _distributions(folder),
         _per_class(report, folder),
         _provenance(summary["provenance"]),
@@ -216,7 +216,7 @@ def _features(report: AuditReport, folder: Path) -> str:
     )
 
 
-def _convergence(report: AuditReport, folder: Path) -> str:
+def _convergence(folder: Path) -> str:
     figures = [_figure(folder / "integrated_gradients" / name, name) for name in IG_FIGURES]
     figures = [f for f in figures if f]
     if not figures:

@@ -575,6 +575,16 @@ def test_worst(tmp_path):
     )
 
 
+def test_worst_shows_the_class_each_result_explained(tmp_path):
+    # With several targets each result has its own classes; the report's are the first target's.
+    report = _worst_report(labels=None)
+    report.methods[METHOD].targets = np.array([40, 41, 42, 43] * 3)
+    html = rh._worst(report, tmp_path)
+    assert _worst_row(SCRIPT_ESC, "-", "1", "40", "50.000%", "") in html
+    assert _worst_row(AMP_ESC, "-", "0", "43", "12.346%", "") in html
+    assert _worst_row("m4", "-", "1", "2", "40.000%", "8") in html  # "many" has no targets of its own
+
+
 def test_worst_without_labels_or_anything_judged(tmp_path):
     report = _worst_report(labels=None)
     html = rh._worst(report, tmp_path)
@@ -599,11 +609,11 @@ def test_features(tmp_path):
 
 
 def test_convergence(tmp_path):
-    assert rh._convergence(None, tmp_path) == ""
+    assert rh._convergence(tmp_path) == ""
     folder = tmp_path / "integrated_gradients"
     for name in ("ig_completeness_vs_steps.png", "ig_gradient_along_path.png", "other.png"):
         _png(folder / name)
-    assert rh._convergence(None, tmp_path) == (
+    assert rh._convergence(tmp_path) == (
         "<h2>Integrated Gradients convergence</h2>"
         '<p class="muted">For the first probe samples: completeness error against gradient '
         "evaluations, the explained output and the gradient magnitude along the path.</p>"
