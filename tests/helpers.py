@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import mlflow
+import torch
+import torch.nn as nn
 
 from mlflow_xai import tracking
 
@@ -11,3 +13,18 @@ def log_pytorch_model(model, example, serialization_format: str = "pickle") -> s
     """Log ``model`` in a new run of the active tracking store with a tensor signature; its URI."""
     with mlflow.start_run():
         return tracking.log_pytorch_model(model, example, serialization_format=serialization_format)
+
+
+def rel_error(attributions: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+    """|sum(a) - gap| / |gap| per sample in float64, written here independently of the package."""
+    total = attributions.double().flatten(1).sum(dim=1)
+    return (total - gap.double()).abs() / gap.double().abs()
+
+
+def target_column(model: nn.Module):
+    """F(x, target): the model's score of each sample's target class."""
+
+    def f(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return model(x).gather(1, target.view(-1, 1)).squeeze(1)
+
+    return f
