@@ -122,9 +122,22 @@ def test_attributions_keep_the_input_dtype_and_are_stored_in_it() -> None:
 
 def test_a_node_count_that_does_not_match_is_an_internal_error() -> None:
     partition = _Partition(torch.zeros(2, 3), finest=8)
+    partition.add_nodes(torch.tensor([0, 1, 1, 0]), [torch.zeros(4, 3)])
     short = [torch.zeros(2, 3)]  # two rows for three samples
-    with pytest.raises(RuntimeError, match="expected 3 node values, got 2"):
+    with pytest.raises(RuntimeError, match="expected 3 node values, got 2$"):
         partition.add_nodes(torch.tensor([0, 1, 1]), short)
+
+
+def test_a_float32_module_gets_float32_points() -> None:
+    # The path's points are built in the input's dtype: a float32 layer refuses float64 inputs.
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(3, 2)
+    x = torch.tensor([[1.0, -2.0, 0.5]])
+    result = adaptive_integrated_gradients(
+        lambda z, t: linear(z).gather(1, t.view(-1, 1)).squeeze(1), x, torch.zeros_like(x), torch.tensor([1])
+    )
+    expected = x * linear.weight.detach()[1]
+    torch.testing.assert_close(result.attributions, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_average_ranks_share_the_mean_position_of_a_tie() -> None:
@@ -192,6 +205,38 @@ def test_samples_are_taken_in_groups_whose_nodes_fit_node_memory(per_group: int,
         node_memory=per_group * node_bytes + node_bytes // 2,
     )
     assert f.opened[0::2] == expected and f.opened[1::2] == expected
+
+
+@pytest.mark.parametrize(
+    ("completeness_tolerance", "step_change_tolerance"),
+    [(0.005, 0.3), (0.05, 0.003)],  # completeness decides the steps, then the step change does
+)
+def test_every_setting_reaches_every_group(
+    completeness_tolerance: float, step_change_tolerance: float
+) -> None:
+    # Samples taken one group at a time refine exactly as they would together, with every
+    # non-default setting passed on to each group (with the defaults the steps would differ).
+    x = torch.tensor([[3.0, 1.0], [0.5, 1.0], [7.0, 0.5], [2.5, -1.0]], dtype=DTYPE)
+    target = torch.zeros(4, dtype=torch.long)
+
+    def kinked(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.relu(z[:, 0] - 1.0) * 2.0 + z[:, 1]
+
+    settings = {
+        "completeness_tolerance": completeness_tolerance,
+        "step_change_tolerance": step_change_tolerance,
+        "min_steps": 5,
+        "max_steps": 129,
+        "internal_batch_size": 3,
+    }
+    whole = adaptive_integrated_gradients(kinked, x, torch.zeros_like(x), target, **settings)
+    one_by_one = adaptive_integrated_gradients(
+        kinked, x, torch.zeros_like(x), target, node_memory=129 * 2 * 8, **settings
+    )
+    assert whole.steps.tolist()[1] == 5  # linear along its path: done at the first check
+    assert one_by_one.steps.tolist() == whole.steps.tolist()
+    assert one_by_one.converged.tolist() == whole.converged.tolist()
+    torch.testing.assert_close(one_by_one.attributions, whole.attributions, rtol=0, atol=0)
 
 
 def test_the_degenerate_floor_reaches_every_group() -> None:
