@@ -126,6 +126,11 @@ class BatchAttributor:
         self.methods = {name: build(name, mcfg) for name, mcfg in cfg.methods.enabled().items()}
         self.slots = cfg.target_slots()
         self.result_keys = result_keys(list(self.methods), self.slots)
+        # Each method's result keys, in target order (what attribute_targets returns).
+        self.keys_of = {
+            name: [key for key, (owner, _) in self.result_keys.items() if owner == name]
+            for name in self.methods
+        }
         # audit_mode puts a module model in eval mode for the audit; the report says it did.
         self.model_was_training = not is_exported_graph(model) and any(m.training for m in model.modules())
         self.handle = ModelHandle(
@@ -179,10 +184,6 @@ class BatchAttributor:
             scores = self.handle.scores(x)
         predicted = scores.argmax(dim=1)
         targets = resolve_targets(self.cfg.target, scores, labels)
-        keys = {
-            name: [key for key, (owner, _) in self.result_keys.items() if owner == name]
-            for name in self.methods
-        }
         out: dict[str, MethodBatch] = {}
         for name, method in self.methods.items():
             if progress is not None:
@@ -193,7 +194,7 @@ class BatchAttributor:
                 torch.cuda.synchronize(self.device)
             # Targets that shared their passes (occlusion) share the time equally.
             seconds = (time.perf_counter() - started) / len(results)
-            for key, result in zip(keys[name], results, strict=True):
+            for key, result in zip(self.keys_of[name], results, strict=True):
                 batch = MethodBatch(
                     values=result.values.detach().float().cpu().numpy().astype(self.mask_dtype),
                     seconds=seconds,
