@@ -244,15 +244,22 @@ def _summary_plots(report: AuditReport, plots_dir: Path) -> None:
     class_summary_figure(report.class_summary(), plots_dir / "class_summary.png")
 
 
+def _fixed_class(report: AuditReport, result: MethodResult) -> int | None:
+    """The class ``result`` explains for every sample (``target: 208`` or ``class_208`` of several),
+    or None where the class is per sample (predicted, label, top k)."""
+    if result.target is not None:
+        return int(result.target.removeprefix("class_")) if result.target.startswith("class_") else None
+    spec = report.config.target
+    return int(spec) if type(spec) is int else None
+
+
 def _target_title(report: AuditReport, result: MethodResult) -> str:
     """What a sheet explains: ``target class 208 Labrador retriever``, ``target predicted``,
     ``target top2``."""
-    spec = report.config.target
-    fixed = result.target is not None and result.target.startswith("class_")
-    if fixed or (result.target is None and type(spec) is int):
-        cls = int(result.target.removeprefix("class_")) if fixed else int(spec)  # type: ignore[union-attr]
-        return f"target class {report.class_label(cls)}"
-    return f"target {result.target or spec}"
+    fixed = _fixed_class(report, result)
+    if fixed is not None:
+        return f"target class {report.class_label(fixed)}"
+    return f"target {result.target or report.config.target}"
 
 
 def _caption(report: AuditReport, result: MethodResult, i: int) -> str:
@@ -260,7 +267,7 @@ def _caption(report: AuditReport, result: MethodResult, i: int) -> str:
     probe = report.probe
     label = "-" if probe.labels is None else report.class_label(int(probe.labels[i]))
     lines = [str(probe.ids[i]), f"label {label} pred {report.class_label(int(report.predictions[i]))}"]
-    fixed = (result.target or "").startswith("class_") or type(report.config.target) is int
-    if result.targets is not None and not fixed and int(result.targets[i]) != int(report.predictions[i]):
+    per_sample = _fixed_class(report, result) is None and result.targets is not None
+    if per_sample and int(result.targets[i]) != int(report.predictions[i]):
         lines.append(f"explains {report.class_label(int(result.targets[i]))}")
     return "\n".join(lines)

@@ -723,14 +723,20 @@ class TopTargets(_Strict):
     top: PositiveInt
 
 
+def target_entries(target: Target | list[Target] | TopTargets) -> list[Target]:
+    """The listed targets (``predicted``, ``label``, class indices) as a list; none for ``top: k``."""
+    if isinstance(target, TopTargets):
+        return []
+    return target if isinstance(target, list) else [target]
+
+
 def target_slots(target: Target | list[Target] | TopTargets) -> list[str]:
     """The names of an audit's targets, as metrics and folders name them: ``predicted``, ``label``,
     ``class_208``, ``top1`` .. ``topk``. One target gives one slot; with several, every method's
     metrics and masks are kept per slot (``xai/<method>/<slot>/...``)."""
     if isinstance(target, TopTargets):
         return [f"top{rank}" for rank in range(1, target.top + 1)]
-    entries = target if isinstance(target, list) else [target]
-    return [entry if isinstance(entry, str) else f"class_{entry}" for entry in entries]
+    return [entry if isinstance(entry, str) else f"class_{entry}" for entry in target_entries(target)]
 
 
 def read_class_names(value: Any) -> dict[int, str]:

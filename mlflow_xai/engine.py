@@ -26,7 +26,14 @@ import torch.nn as nn
 
 from mlflow_xai.baselines import make_baseline
 from mlflow_xai.checks import CompletenessResult
-from mlflow_xai.config import AuditConfig, TopTargets, check_display_channels, dump_config, load_config
+from mlflow_xai.config import (
+    AuditConfig,
+    TopTargets,
+    check_display_channels,
+    dump_config,
+    load_config,
+    target_entries,
+)
 from mlflow_xai.errors import ConfigError, ModelError, ProbeError
 from mlflow_xai.ig_plots import IGPathProfiles, ig_path_profiles
 from mlflow_xai.loaders import load_probe
@@ -388,7 +395,7 @@ def prepare_probe(
     probe = load_probe(probe, cfg.probe, labels=labels, feature_names=feature_names, limit=first_only)
     if cfg.max_samples is not None:
         probe = probe.sample(cfg.max_samples, cfg.probe.sampling, seed=cfg.seed)
-    wants_label = "label" in (cfg.target if isinstance(cfg.target, list) else [cfg.target])
+    wants_label = "label" in target_entries(cfg.target)
     if wants_label and probe.labels is None:
         raise ProbeError("target 'label' needs probe labels, but the probe set has none")
     display = cfg.artifacts.display
@@ -701,7 +708,7 @@ def _check_targets(cfg: AuditConfig, probe: ProbeSet, classes: int) -> None:
     scored as the wrong class."""
     allowed = f"the model has {classes} classes, so a class must be 0 to {classes - 1}"
     spec = cfg.target
-    for entry in spec if isinstance(spec, list) else [spec]:
+    for entry in target_entries(spec):
         if type(entry) is int and entry >= classes:
             raise ProbeError(f"target class {entry} is out of range: {allowed}")
     if isinstance(spec, TopTargets) and spec.top > classes:
@@ -736,7 +743,7 @@ def resolve_targets(
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices
         return order[:, : spec.top]
     columns = []
-    for entry in spec if isinstance(spec, list) else [spec]:
+    for entry in target_entries(spec):
         if entry == "predicted":
             columns.append(scores.argmax(dim=1))
         elif entry == "label":

@@ -217,13 +217,13 @@ class AuditReport:
         """One row per probe sample: id, label, prediction, target and each check's result."""
         rows = []
         labels = self.probe.labels
+        slots = self.slot_targets()
         for i, sample_id in enumerate(self.probe.ids.tolist()):
             row: dict[str, object] = {
                 "id": sample_id,
                 "label": "" if labels is None else int(labels[i]),
                 "prediction": int(self.predictions[i]),
             }
-            slots = self.slot_targets()
             if slots:  # several targets: the class each slot explained
                 row.update({f"target/{slot}": int(targets[i]) for slot, targets in slots.items()})
             else:
