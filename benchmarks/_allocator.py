@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlflow_xai.allocator import keep_freed_memory
+from mlflow_xai.cli.allocator import keep_freed_memory
 
 
 def add_allocator_option(parser: argparse.ArgumentParser) -> None:

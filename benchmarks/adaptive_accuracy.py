@@ -19,15 +19,16 @@ from __future__ import annotations
 import argparse
 import time
 
+import mlflow_xai.attribution.adaptive as adaptive
 import torch
 import torch.nn as nn
 from _allocator import add_allocator_option, set_allocator
 
-import mlflow_xai.adaptive as adaptive
-from mlflow_xai.adaptive import adaptive_integrated_gradients, step_change_rel_l2
+from mlflow_xai.attribution.adaptive import adaptive_integrated_gradients
+from mlflow_xai.attribution.methods.integrated_gradients import integrated_gradients
+from mlflow_xai.checks.convergence import step_change_rel_l2
 from mlflow_xai.datasets import make_shapes
 from mlflow_xai.datasets.cnn import train_shapes_cnn
-from mlflow_xai.methods.integrated_gradients import integrated_gradients
 
 COMPLETENESS_TOL, STEP_CHANGE_TOL = 0.01, 0.02
 

@@ -33,8 +33,10 @@ import numpy as np
 import torch
 from _allocator import add_allocator_option, set_allocator
 from captum.attr import IntegratedGradients as CaptumIG
+from mlflow_xai.adaptive import completeness_rel_error
 
-from mlflow_xai.adaptive import adaptive_integrated_gradients, completeness_rel_error, step_change_rel_l2
+from mlflow_xai.attribution.adaptive import adaptive_integrated_gradients
+from mlflow_xai.checks.convergence import step_change_rel_l2
 from mlflow_xai.datasets import make_shapes
 from mlflow_xai.datasets.cnn import accuracy, train_shapes_cnn
 

@@ -42,12 +42,14 @@ def write_probe(path: Path, n: int, size: int) -> None:
 def child(path: str, steps: int, size: int, keep_pages: bool) -> None:
     import torch
 
-    from mlflow_xai import engine, loaders, probe
+    from mlflow_xai.distributed import ray
+    from mlflow_xai.engine import accumulate, run
+    from mlflow_xai.probe import loaders, probe_set
     from mlflow_xai.datasets.cnn import ShapesCNN
     from mlflow_xai.engine import audit
 
     if keep_pages:  # for comparison: mapped pages stay resident once read or written
-        for module in (engine, loaders, probe):
+        for module in (accumulate, run, ray, loaders, probe_set):
             module.release_pages = lambda array: None
 
     torch.manual_seed(0)

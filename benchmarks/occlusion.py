@@ -22,10 +22,10 @@ import torch
 from _allocator import add_allocator_option, set_allocator
 from captum.attr import Occlusion as CaptumOcclusion
 
+from mlflow_xai.attribution.methods import build
 from mlflow_xai.config import OcclusionConfig
 from mlflow_xai.datasets import make_shapes
 from mlflow_xai.datasets.cnn import train_shapes_cnn
-from mlflow_xai.methods import build
 from mlflow_xai.model import ModelHandle, audit_mode
 
 

@@ -69,8 +69,8 @@ def timed(fn) -> tuple[float, object]:
 
 def floors(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """The passes each method cannot do without, as bare loops."""
+    from mlflow_xai.attribution.methods.occlusion import _occluded, _positions
     from mlflow_xai.config import OcclusionConfig
-    from mlflow_xai.methods.occlusion import _occluded, _positions
 
     window, strides = OCCLUSION["sliding_window_shapes"], OCCLUSION["strides"]
     shape = tuple(x.shape[1:])
@@ -146,8 +146,8 @@ def gradcam_medians(model: torch.nn.Module, x: torch.Tensor, target: torch.Tenso
     Captum's LayerGradCam (+ its upsampling), 11 calls each, taking turns; the medians."""
     from captum.attr import LayerAttribution, LayerGradCam
 
+    from mlflow_xai.attribution.methods import build
     from mlflow_xai.config import load_config
-    from mlflow_xai.methods import build
     from mlflow_xai.model import ModelHandle
 
     cfg = load_config({"methods": {"layer_gradcam": {"layer": "layer4"}}})

@@ -9,7 +9,7 @@ import argparse
 
 import mlflow
 
-from mlflow_xai.demo import summary_table
+from mlflow_xai.cli.console import summary_table
 from mlflow_xai.probe import ProbeSet
 
 

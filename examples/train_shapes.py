@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 
-from mlflow_xai.demo import shapes_split, train_and_log
+from mlflow_xai.cli.demo import shapes_split, train_and_log
 
 
 def main() -> None:

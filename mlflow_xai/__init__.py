@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mlflow_xai import _moved
 from mlflow_xai._version import __version__
 
+_moved.install()  # the old flat import paths, for one release
+
 if TYPE_CHECKING:
-    from mlflow_xai.config import AuditConfig, load_config
-    from mlflow_xai.engine import audit
-    from mlflow_xai.probe import ProbeSet
-    from mlflow_xai.report import AuditReport
+    from mlflow_xai.config.audit_config import AuditConfig
+    from mlflow_xai.config.loading import load_config
+    from mlflow_xai.engine.run import audit
+    from mlflow_xai.probe.probe_set import ProbeSet
+    from mlflow_xai.report.audit_report import AuditReport
 
 __all__ = ["AuditConfig", "AuditReport", "ProbeSet", "__version__", "audit", "load_config"]
 

@@ -13,12 +13,14 @@ import torch
 from helpers import rel_error as _rel_error
 from helpers import target_column as _target_column
 
-from mlflow_xai.adaptive import adaptive_integrated_gradients, step_change_rel_l2
+from mlflow_xai.artifacts.ig_figures import FIGURES, ig_convergence_figures
+from mlflow_xai.attribution.adaptive import adaptive_integrated_gradients
+from mlflow_xai.attribution.methods.integrated_gradients import integrated_gradients
+from mlflow_xai.attribution.path_profiles import ig_path_profiles
+from mlflow_xai.checks.convergence import step_change_rel_l2
 from mlflow_xai.datasets import make_shapes
 from mlflow_xai.datasets.cnn import train_shapes_cnn
 from mlflow_xai.engine import audit
-from mlflow_xai.ig_plots import FIGURES, ig_convergence_figures, ig_path_profiles
-from mlflow_xai.methods.integrated_gradients import integrated_gradients
 
 
 @pytest.fixture(scope="module")

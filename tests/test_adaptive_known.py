@@ -10,13 +10,8 @@ import math
 import pytest
 import torch
 
-from mlflow_xai.adaptive import (
-    ENDPOINT_OFFSET,
-    _average_ranks,
-    _Partition,
-    adaptive_integrated_gradients,
-    spearman_rank_correlation,
-)
+from mlflow_xai.attribution.adaptive import ENDPOINT_OFFSET, _Partition, adaptive_integrated_gradients
+from mlflow_xai.checks.convergence import _average_ranks, spearman_rank_correlation
 from mlflow_xai.config import CompletenessConfig, IntegratedGradientsConfig
 
 DTYPE = torch.float64

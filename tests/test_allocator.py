@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_xai import allocator, cli
+from mlflow_xai.cli import allocator
+from mlflow_xai.cli import commands as cli
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 

@@ -16,12 +16,12 @@ import torch.nn as nn
 import yaml
 
 from mlflow_xai.artifacts import write_artifacts
+from mlflow_xai.artifacts.review_plots import MAX_CLASSES_SHOWN, class_summary_figure
+from mlflow_xai.artifacts.viz import SIGNS, attribution_sheet, colour_limits, heat_rgba, sign_map
 from mlflow_xai.config import dump_config, load_config
 from mlflow_xai.datasets import make_shapes
 from mlflow_xai.engine import audit
 from mlflow_xai.probe import ProbeSet
-from mlflow_xai.review_plots import MAX_CLASSES_SHOWN, class_summary_figure
-from mlflow_xai.viz import SIGNS, attribution_sheet, colour_limits, heat_rgba, sign_map
 
 PNG = b"\x89PNG\r\n\x1a\n"
 HOSTILE_ID = '<script>alert("x")</script>&'
@@ -200,7 +200,7 @@ def test_report_html_is_self_contained_and_escaped(image_audit):
 
 def test_hostile_id_is_escaped_where_shown(image_audit):
     report, folder = image_audit
-    from mlflow_xai.report_html import render_report_html
+    from mlflow_xai.artifacts.report_html import render_report_html
 
     summary = json.loads((folder / "summary.json").read_text())
     # Every worst-samples table lists at most ten ids: with the hostile id made the worst, it is shown.

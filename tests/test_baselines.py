@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlflow_xai.baselines import gaussian_blur, make_baseline, make_baseline_distribution
+from mlflow_xai.attribution.baselines import gaussian_blur, make_baseline, make_baseline_distribution
 from mlflow_xai.config import BaselineConfig, load_config
 from mlflow_xai.errors import ConfigError, ProbeError
 

@@ -17,8 +17,8 @@ from torch import nn
 
 from mlflow_xai.config import ProbeConfig, load_config
 from mlflow_xai.errors import ConfigError, ProbeError
-from mlflow_xai.loaders import load_probe
 from mlflow_xai.probe import ProbeSet
+from mlflow_xai.probe.loaders import load_probe
 
 CAT, DOG = 281, 207  # tabby and golden retriever in ImageNet's 1000 classes
 SCALE = {"scale": 255}

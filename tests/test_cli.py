@@ -348,7 +348,7 @@ def test_demo_with_a_bad_config_exits_2_before_training(tracking_store, tmp_path
 
 def test_an_experiment_created_by_a_concurrent_audit_is_taken_not_an_error(tracking_store, monkeypatch):
     # The race of two audits started at once: both look the experiment up before either creates it.
-    from mlflow_xai.cli import _experiment_id
+    from mlflow_xai.cli.commands import _experiment_id
 
     existing = MlflowClient().create_experiment("raced")  # the other audit won the race
     lookup = MlflowClient.get_experiment_by_name
@@ -455,7 +455,7 @@ def test_example_model_passes_the_shipped_ci_gate(tracking_store, tmp_path, caps
     demo itself then reuses it."""
     from pathlib import Path
 
-    from mlflow_xai.demo import shapes_split, train_and_log
+    from mlflow_xai.cli.demo import shapes_split, train_and_log
 
     torch.set_num_threads(2)
     _, model_uri, held_out = train_and_log()

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mlflow_xai.attribution.methods.integrated_gradients import IntegratedGradients
 from mlflow_xai.engine import audit
 from mlflow_xai.errors import ModelError
-from mlflow_xai.methods.integrated_gradients import IntegratedGradients
 
 IG = {"methods": {"integrated_gradients": {"n_steps": 16}}, "artifacts": {"sheet_samples": 0}}
 

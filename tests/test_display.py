@@ -18,7 +18,7 @@ import torch.nn as nn
 import yaml
 from matplotlib.figure import Figure
 
-import mlflow_xai.viz as viz
+import mlflow_xai.artifacts.viz as viz
 from mlflow_xai.artifacts import write_artifacts
 from mlflow_xai.config import dump_config, load_config
 from mlflow_xai.engine import audit

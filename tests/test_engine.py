@@ -145,8 +145,8 @@ def test_attributions_stream_to_disk_and_failures_leave_nothing(small_cnn, tmp_p
 @pytest.mark.parametrize("internal_batch_size", [5, 12, 64])
 def test_whole_node_passes_equal_the_per_point_path(internal_batch_size):
     """IG's fast path (whole nodes per pass) and the per-point path sum the same gradients."""
-    from mlflow_xai.methods.integrated_gradients import integrated_gradients, path_gradient_sum
-    from mlflow_xai.quadrature import nodes_and_weights
+    from mlflow_xai.attribution.methods.integrated_gradients import integrated_gradients, path_gradient_sum
+    from mlflow_xai.attribution.quadrature import nodes_and_weights
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 8), nn.Tanh(), nn.Linear(8, 3)).double()

@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from mlflow.models.evaluation import EvaluationArtifact, EvaluationResult
 from PIL import Image
 
-from mlflow_xai.evaluator import XaiEvaluator
+from mlflow_xai.tracking.evaluator import XaiEvaluator
 
 FAST = {"methods": {"integrated_gradients": {"n_steps": 8}}}
 N_FEATURES, N_CLASSES, N_ROWS = 8, 3, 24

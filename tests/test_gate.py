@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from mlflow.models import EvaluationResult
 
+from mlflow_xai.checks.drift import attribution_drift
+from mlflow_xai.ci import judge, junit_xml, markdown_summary, metric_thresholds, publish
 from mlflow_xai.config import load_config
 from mlflow_xai.errors import ConfigError
-from mlflow_xai.gate import attribution_drift, judge, junit_xml, markdown_summary, metric_thresholds, publish
 
 IG = "xai/integrated_gradients/"
 

@@ -14,16 +14,11 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from mlflow_xai.config import ThresholdConfig, load_config
-from mlflow_xai.errors import ConfigError
-from mlflow_xai.gate import (
+from mlflow_xai.checks.drift import attribution_drift, drift_metrics
+from mlflow_xai.ci import (
     GateCheck,
     GateResult,
-    _method_check,
-    _threshold_check,
-    attribution_drift,
     check_gate_config,
-    drift_metrics,
     github_annotations,
     judge,
     junit_xml,
@@ -31,6 +26,9 @@ from mlflow_xai.gate import (
     metric_thresholds,
     publish,
 )
+from mlflow_xai.ci.gate import _method_check, _threshold_check
+from mlflow_xai.config import ThresholdConfig, load_config
+from mlflow_xai.errors import ConfigError
 
 NAME = "xai/integrated_gradients/completeness_rel_error_p95"
 IG = "xai/integrated_gradients/"

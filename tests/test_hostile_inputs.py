@@ -16,13 +16,13 @@ from matplotlib.text import Text
 
 import mlflow_xai
 from mlflow_xai.artifacts import write_artifacts
+from mlflow_xai.artifacts.viz import attribution_sheet
 from mlflow_xai.cli import main
 from mlflow_xai.config import ProbeConfig
 from mlflow_xai.datasets import make_shapes
 from mlflow_xai.errors import ProbeError
-from mlflow_xai.loaders import load_probe
 from mlflow_xai.probe import ProbeSet
-from mlflow_xai.viz import attribution_sheet
+from mlflow_xai.probe.loaders import load_probe
 
 # --------------------------------------------------------------------------------------------------
 # Broken probe files

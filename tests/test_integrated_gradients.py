@@ -11,17 +11,13 @@ import torch.nn as nn
 from helpers import rel_error as _rel_error
 from helpers import target_column as _target_column
 
-from mlflow_xai.adaptive import (
-    ENDPOINT_OFFSET,
-    adaptive_integrated_gradients,
-    spearman_rank_correlation,
-    step_change_rel_l2,
-)
+from mlflow_xai.attribution.adaptive import ENDPOINT_OFFSET, adaptive_integrated_gradients
+from mlflow_xai.attribution.methods.integrated_gradients import integrated_gradients
+from mlflow_xai.attribution.path_profiles import ig_path_profiles
+from mlflow_xai.attribution.quadrature import RULES, nodes_and_weights
+from mlflow_xai.checks.convergence import spearman_rank_correlation, step_change_rel_l2
 from mlflow_xai.config import load_config
 from mlflow_xai.errors import ConfigError
-from mlflow_xai.ig_plots import ig_path_profiles
-from mlflow_xai.methods.integrated_gradients import integrated_gradients
-from mlflow_xai.quadrature import RULES, nodes_and_weights
 
 DTYPE = torch.float64
 

@@ -41,11 +41,11 @@ from mlflow import MlflowClient
 from scipy.stats import spearmanr
 
 from mlflow_xai import tracking
-from mlflow_xai.baselines import uniform_noise
+from mlflow_xai.attribution.baselines import uniform_noise
+from mlflow_xai.attribution.methods import build
+from mlflow_xai.attribution.methods.base import AttributionContext
 from mlflow_xai.config import load_config
 from mlflow_xai.engine import audit
-from mlflow_xai.methods import build
-from mlflow_xai.methods.base import AttributionContext
 from mlflow_xai.model import ModelHandle, audit_mode
 from mlflow_xai.seeding import sample_seed
 

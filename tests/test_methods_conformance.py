@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from mlflow_xai.attribution.methods import AttributionMethod, build, register, registered
 from mlflow_xai.config import load_config
 from mlflow_xai.engine import audit
 from mlflow_xai.errors import ConfigError, ModelError
-from mlflow_xai.methods import AttributionMethod, build, register, registered
 from mlflow_xai.model import ModelHandle, audit_mode
 
 _MASK = {"feature_mask": {"kind": "grid", "patch_size": 4}}

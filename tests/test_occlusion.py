@@ -6,8 +6,8 @@ import pytest
 import torch
 from captum.attr import Occlusion as CaptumOcclusion
 
+from mlflow_xai.attribution.methods.occlusion import occlusion, occlusion_windows
 from mlflow_xai.datasets.cnn import ShapesCNN
-from mlflow_xai.methods.occlusion import occlusion, occlusion_windows
 
 
 @pytest.mark.parametrize(

@@ -153,7 +153,7 @@ def test_image_folder_matches_torchvision(tmp_path):
     from torchvision.datasets import ImageFolder
 
     from mlflow_xai.config import ProbeConfig
-    from mlflow_xai.loaders import load_probe
+    from mlflow_xai.probe.loaders import load_probe
 
     written = _write_folder(tmp_path / "probe")
     config = ProbeConfig.model_validate({"preprocess": PREPROCESS})
@@ -191,7 +191,7 @@ def test_torchvision_image_folder_dataset_gives_the_same_probe(tmp_path):
     from torchvision.datasets import ImageFolder
 
     from mlflow_xai.config import ProbeConfig
-    from mlflow_xai.loaders import load_probe
+    from mlflow_xai.probe.loaders import load_probe
 
     _write_folder(tmp_path / "probe")
     config = ProbeConfig.model_validate({"preprocess": PREPROCESS})
@@ -203,7 +203,7 @@ def test_torchvision_image_folder_dataset_gives_the_same_probe(tmp_path):
 
 def test_image_folder_needs_a_declared_scale(tmp_path):
     from mlflow_xai.config import ProbeConfig
-    from mlflow_xai.loaders import load_probe
+    from mlflow_xai.probe.loaders import load_probe
 
     _write_folder(tmp_path / "probe", sizes=((8, 8),))
     with pytest.raises(ProbeError, match=r"are uint8.*never scaled by guess.*scale: 255"):
@@ -215,7 +215,7 @@ def test_image_folder_needs_a_declared_scale(tmp_path):
 
 def test_image_folder_of_mixed_sizes_needs_resize(tmp_path):
     from mlflow_xai.config import ProbeConfig
-    from mlflow_xai.loaders import load_probe
+    from mlflow_xai.probe.loaders import load_probe
 
     _write_folder(tmp_path / "probe")
     config = ProbeConfig.model_validate({"preprocess": {"scale": 255}})
@@ -224,7 +224,7 @@ def test_image_folder_of_mixed_sizes_needs_resize(tmp_path):
 
 
 def test_image_folder_errors(tmp_path):
-    from mlflow_xai.loaders import load_probe
+    from mlflow_xai.probe.loaders import load_probe
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ProbeError, match="has no class subfolders"):
@@ -236,7 +236,7 @@ def test_image_folder_errors(tmp_path):
 
 def test_integer_array_is_scaled_and_normalized_with_masks(tmp_path):
     from mlflow_xai.config import ProbeConfig
-    from mlflow_xai.loaders import load_probe
+    from mlflow_xai.probe.loaders import load_probe
 
     rng = np.random.default_rng(1)
     raw = rng.integers(0, 256, size=(5, 3, 8, 8), dtype=np.uint8)
@@ -256,7 +256,7 @@ def test_integer_array_is_scaled_and_normalized_with_masks(tmp_path):
 
 def test_mean_std_must_match_the_channels():
     from mlflow_xai.config import ProbeConfig
-    from mlflow_xai.loaders import load_probe
+    from mlflow_xai.probe.loaders import load_probe
 
     config = ProbeConfig.model_validate({"preprocess": {"mean": [0.5], "std": [0.5]}})
     with pytest.raises(ProbeError, match="mean/std have 1 values but probe inputs have 3 channels"):
@@ -268,7 +268,7 @@ def test_mean_std_must_match_the_channels():
 def test_a_probe_set_with_preprocess_is_refused():
     from mlflow_xai.config import ProbeConfig
     from mlflow_xai.errors import ConfigError
-    from mlflow_xai.loaders import load_probe
+    from mlflow_xai.probe.loaders import load_probe
 
     config = ProbeConfig.model_validate({"preprocess": {"scale": 255}})
     with pytest.raises(ConfigError, match="already in the model's input space"):
@@ -304,7 +304,7 @@ class _Dicts(torch.utils.data.IterableDataset):
 
 
 def test_dataset_of_pairs():
-    from mlflow_xai.loaders import load_probe
+    from mlflow_xai.probe.loaders import load_probe
 
     dataset = _Pairs(7)
     probe = load_probe(dataset)
@@ -334,7 +334,7 @@ def test_audit_takes_a_dataset_and_reads_only_max_samples():
 
 
 def test_iterable_dataset_of_dicts_and_dataloader_agree():
-    from mlflow_xai.loaders import load_probe
+    from mlflow_xai.probe.loaders import load_probe
 
     probe = load_probe(_Dicts())
     assert probe.ids.tolist() == [f"s{i}" for i in range(6)]
@@ -345,7 +345,7 @@ def test_iterable_dataset_of_dicts_and_dataloader_agree():
 
 
 def test_inconsistent_samples_are_refused():
-    from mlflow_xai.loaders import load_probe
+    from mlflow_xai.probe.loaders import load_probe
 
     class Mixed(torch.utils.data.IterableDataset):
         def __iter__(self):
@@ -371,7 +371,7 @@ def test_inconsistent_samples_are_refused():
 def test_dataframe_column_of_arrays_keeps_its_shape():
     import pandas as pd
 
-    from mlflow_xai._evaluate import evaluation_inputs
+    from mlflow_xai.tracking.evaluate import evaluation_inputs
 
     x = _images(5)
     inputs, names = evaluation_inputs(pd.DataFrame({"image": list(x)}), None)
@@ -386,8 +386,8 @@ def test_dataframe_column_of_arrays_keeps_its_shape():
 def test_dataframe_of_integer_images_needs_a_scale():
     import pandas as pd
 
-    from mlflow_xai._evaluate import evaluation_inputs
     from mlflow_xai.engine import audit
+    from mlflow_xai.tracking.evaluate import evaluation_inputs
 
     raw = np.random.default_rng(0).integers(0, 256, size=(4, 3, 4, 4), dtype=np.uint8)
     inputs, _ = evaluation_inputs(pd.DataFrame({"image": list(raw)}), None)
@@ -403,8 +403,8 @@ def test_dataframe_of_integer_images_needs_a_scale():
 def test_tabular_dataframe_gives_feature_names():
     import pandas as pd
 
-    from mlflow_xai._evaluate import evaluation_inputs
     from mlflow_xai.engine import audit
+    from mlflow_xai.tracking.evaluate import evaluation_inputs
 
     frame = pd.DataFrame({"age": [30.0, 41.0, 52.0], "income": [1.0, 2.0, 3.5], "score": [0.1, 0.2, 0.3]})
     inputs, names = evaluation_inputs(frame, None)

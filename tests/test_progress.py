@@ -7,7 +7,7 @@ import threading
 
 from mlflow_xai.config import load_config
 from mlflow_xai.engine import audit_prepared, prepare_probe
-from mlflow_xai.progress import AuditProgress
+from mlflow_xai.engine.progress import AuditProgress
 
 
 class Log(io.StringIO):
@@ -36,7 +36,7 @@ def test_lines_count_samples_times_methods_and_say_the_method_and_eta():
 
 def test_a_long_batch_still_prints_a_line_every_few_seconds(small_cnn, shapes16, monkeypatch):
     # One slow batch: the heartbeat speaks while it runs, not only when it ends.
-    import mlflow_xai.progress as progress_module
+    import mlflow_xai.engine.progress as progress_module
 
     _, probe = shapes16
     log = Log()

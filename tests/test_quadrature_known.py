@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from mlflow_xai.quadrature import RULES, nested_trapezoid_intervals, nodes_and_weights
+from mlflow_xai.attribution.quadrature import RULES, nested_trapezoid_intervals, nodes_and_weights
 
 S3, S35 = math.sqrt(1 / 3), math.sqrt(3 / 5)
 # Gauss-Legendre with 4 points on [-1, 1]: x = +-sqrt(3/7 -+ 2/7 sqrt(6/5)), w = (18 +- sqrt(30)) / 36.

@@ -12,13 +12,14 @@ import torch
 import torch.nn as nn
 from captum.attr import Occlusion as CaptumOcclusion
 
-from mlflow_xai.artifacts import _caption, _target_title, write_artifacts
+from mlflow_xai.artifacts import write_artifacts
+from mlflow_xai.artifacts.write import _caption, _target_title
+from mlflow_xai.attribution.methods import build
+from mlflow_xai.ci import check_gate_config, judge
+from mlflow_xai.cli.console import summary_table
 from mlflow_xai.config import load_config
-from mlflow_xai.demo import summary_table
 from mlflow_xai.engine import audit, resolve_targets
 from mlflow_xai.errors import ConfigError, ProbeError
-from mlflow_xai.gate import check_gate_config, judge
-from mlflow_xai.methods import build
 from mlflow_xai.model import ModelHandle
 from mlflow_xai.report import metric_catalogue
 
@@ -412,7 +413,7 @@ def test_cli_audit_of_two_targets_logs_each_and_gates_each(
 
 
 def test_mlflow_metric_thresholds_are_one_per_target():
-    from mlflow_xai.gate import metric_thresholds
+    from mlflow_xai.ci import metric_thresholds
 
     config = _two_target_config(
         thresholds={

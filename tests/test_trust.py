@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mlflow_xai.baselines import make_baseline
+from mlflow_xai.attribution.baselines import make_baseline
 from mlflow_xai.config import BaselineConfig, load_config
 from mlflow_xai.engine import BatchAttributor, audit
 from mlflow_xai.errors import ConfigError, ProbeError
@@ -337,7 +337,7 @@ def test_each_method_declares_exactly_the_metrics_it_produces(variant):
     ],
 )
 def test_gate_config_errors_are_found_before_any_compute(thresholds, methods, kwargs, message):
-    from mlflow_xai.gate import check_gate_config
+    from mlflow_xai.ci import check_gate_config
 
     gate = {"thresholds": thresholds}
     if "method_checks" in kwargs:

@@ -1,0 +1,336 @@
+"""The sections of the audit config beside the methods: checks, artifacts, gate, probe, precision
+and the distributed engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from mlflow_xai.config.classes import CLASS_INDEX_LAYOUTS, class_index_of, read_class_index
+from mlflow_xai.errors import ConfigError
+from mlflow_xai.strict import NonNegativeFloat, PositiveInt, _Strict, brief
+
+
+class CompletenessConfig(_Strict):
+    tolerance: NonNegativeFloat = Field(default=0.01, description="max relative completeness error")
+    degenerate_floor: NonNegativeFloat = Field(
+        default=1e-6, description="|F(x) - F(x')| below this marks a degenerate baseline"
+    )
+
+
+class ChecksConfig(_Strict):
+    completeness: CompletenessConfig = CompletenessConfig()
+
+
+def check_display_channels(mean: list[float], channels: int, source: str) -> None:
+    """Refuse a display mean/std (from ``source``) that has neither one value per channel nor one for
+    all; the engine calls it before any compute, the artifact writer for a report built elsewhere."""
+    if len(mean) not in (1, channels):
+        raise ConfigError(
+            f"{source} has {len(mean)} values per channel (mean and std) but the probe's images have "
+            f"{channels} channels; give one value per channel, or one for all"
+        )
+
+
+class ArtifactsConfig(_Strict):
+    """What the review artifacts draw. The sheets follow Captum's ``visualize_image_attr_multiple``:
+    ``sheet_columns`` are its visualisation methods, ``sign`` its sign modes and ``outlier_perc`` its
+    normalisation (the largest attributions holding that percentage of an image's total |attribution|
+    saturate; ``color_scale`` replaces that per-image scale with one fixed bound). ``masked_image``
+    and ``alpha_scaling`` scale the input by the normalised map, so they need a one-signed ``sign``.
+
+    ``display`` says how an image input is drawn, with one map from model inputs to colours for
+    every row of every sheet (a min-max stretch of each image on its own would show one colour in a
+    different shade in each row):
+
+    - ``auto`` (the default): where ``probe.preprocess`` has ``mean``/``std``, the probe's
+      normalisation undone, ``x * std + mean`` per channel, clipped to [0, 1]. Without them, inputs
+      that lie in [0, 1] over the whole probe set are shown as they are; any others are stretched
+      with one min-max over the whole probe set, a fallback that the sheet's title names and a
+      warning reports: the colours are then not the image's own, and ``display`` should say how the
+      probe was normalised.
+    - ``{mean: [...], std: [...]}``: undo a normalisation made outside the package (a ProbeSet
+      passed already normalised), one value per channel or one for all channels. It takes
+      precedence over ``probe.preprocess``.
+    - ``none``: the inputs as they are, clipped to [0, 1].
+    - ``minmax``: one min-max stretch over the whole probe set.
+
+    Tabular probes draw no image: ``display`` and the sheet settings do not apply to them.
+    """
+
+    sheet_samples: Annotated[int, Field(ge=0)] = Field(
+        default=8, description="samples drawn in each method's PNG sheet"
+    )
+    mask_dtype: Literal["float16", "float32"] = "float16"
+    sign: Literal["all", "positive", "negative", "absolute_value"] = Field(
+        default="all", description="attributions shown in the heat maps, as in Captum's visualiser"
+    )
+    color_scale: Annotated[float, Field(gt=0.0)] | None = Field(
+        default=None, description="fixed heat-map bound shared by all methods and runs; null = per image"
+    )
+    feature_bars: Annotated[int, Field(ge=1)] = Field(
+        default=20, description="tabular probes: features shown in the attribution bar chart"
+    )
+    sheet_columns: Annotated[
+        list[Literal["original_image", "heat_map", "blended_heat_map", "masked_image", "alpha_scaling"]],
+        Field(min_length=1),
+    ] = Field(
+        default=["original_image", "heat_map", "blended_heat_map"],
+        description="the panels of each sheet row, Captum's visualisation methods, in order",
+    )
+    outlier_perc: Annotated[float, Field(ge=0.0)] = Field(
+        default=2.0,
+        description="per-image colour scale: the largest attributions holding this percentage of the "
+        "total |attribution| saturate (Captum's default 2; 0 = scale to the largest value)",
+    )
+    display: Literal["auto", "none", "minmax"] | dict[str, list[float]] = Field(
+        default="auto",
+        description="how image inputs are drawn: auto, none, minmax, or {mean: [...], std: [...]} to undo",
+    )
+
+    @field_validator("outlier_perc")
+    @classmethod
+    def _below_100(cls, value: float) -> float:
+        if value >= 100.0:
+            raise ValueError(
+                f"must be < 100, got {value:g}: at 100 every attribution would count as an outlier and "
+                "the scale would be the smallest value"
+            )
+        return value
+
+    @field_validator("display", mode="before")
+    @classmethod
+    def _display(cls, value: Any) -> Any:
+        # One message per mistake, naming what is allowed, instead of one per branch of the union.
+        allowed = "'auto', 'none', 'minmax' or a mapping {mean: [...], std: [...]}"
+        if isinstance(value, str):
+            if value not in ("auto", "none", "minmax"):
+                raise ValueError(f"must be {allowed}, got {brief(value)}")
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"must be {allowed}, got {brief(value)}")
+        keys = set(value)
+        if keys != {"mean", "std"}:
+            other = ", ".join(sorted(map(str, keys - {"mean", "std"}))) or "none"
+            missing = ", ".join(sorted({"mean", "std"} - keys)) or "none"
+            raise ValueError(
+                f"a display mapping takes mean and std, one value per channel (or one for all), to undo "
+                f"x = (raw - mean) / std; missing: {missing}; not allowed: {other}"
+            )
+        numbers = {}
+        for name in ("mean", "std"):
+            values = value[name]
+            listed = isinstance(values, (list, tuple)) and len(values) > 0
+            finite = listed and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+            )
+            if not finite:  # YAML's true/false are no numbers here
+                raise ValueError(
+                    f"display {name} must be a non-empty list of finite numbers, got {brief(values)}"
+                )
+            numbers[name] = [float(v) for v in values]
+        if any(v <= 0 for v in numbers["std"]):
+            raise ValueError(f"display std values must be > 0, got {numbers['std']}")
+        if len(numbers["mean"]) != len(numbers["std"]):
+            raise ValueError(
+                f"display mean has {len(numbers['mean'])} values and std {len(numbers['std'])}; give one "
+                "of each per channel"
+            )
+        return numbers
+
+    @model_validator(mode="after")
+    def _one_signed_columns(self) -> ArtifactsConfig:
+        scaled = [c for c in self.sheet_columns if c in ("masked_image", "alpha_scaling")]
+        if scaled and self.sign == "all":
+            raise ValueError(
+                f"sheet_columns {', '.join(dict.fromkeys(scaled))} cannot show sign 'all': they scale "
+                "the image by the normalised map, which must be one-signed (as in Captum); set sign to "
+                "positive, negative or absolute_value, or drop them"
+            )
+        return self
+
+
+class ThresholdConfig(_Strict):
+    """Warn and fail levels of one metric, absolute or relative to the baseline model's value.
+
+    With ``relative: true`` a level is the allowed relative change against the baseline model, in
+    the bad direction: 0.1 fails (or warns) when the metric is 10% worse than the baseline's.
+    """
+
+    warn: float | None = None
+    fail: float | None = None
+    higher_is_better: bool = Field(default=False, description="direction of the metric")
+    relative: bool = Field(default=False, description="levels relative to the baseline model")
+
+    @model_validator(mode="after")
+    def _some_level(self) -> ThresholdConfig:
+        if self.warn is None and self.fail is None:
+            raise ValueError("a threshold needs a warn level, a fail level or both")
+        if self.relative and any(v is not None and v < 0 for v in (self.warn, self.fail)):
+            raise ValueError("relative levels are allowed changes and must be >= 0")
+        if self.warn is not None and self.fail is not None:
+            ordered = self.warn <= self.fail if not self.higher_is_better else self.warn >= self.fail
+            if self.relative:
+                ordered = self.warn <= self.fail
+            if not ordered:
+                raise ValueError(
+                    f"the warn level {self.warn} must be reached before the fail level {self.fail}"
+                )
+        return self
+
+
+class GateConfig(_Strict):
+    """What ``mlflow-xai audit`` and ``mlflow-xai gate`` judge, and which levels fail the job."""
+
+    fail_on: list[Literal["fail", "warn"]] = Field(default=["fail"], min_length=1)
+    thresholds: dict[str, ThresholdConfig] = Field(
+        default_factory=dict, description="metric name (xai/<method>/<quantity>) to its levels"
+    )
+    method_checks: bool = Field(
+        default=True, description="each method's own checks (completeness) are gate checks too"
+    )
+
+    @model_validator(mode="after")
+    def _metric_names(self) -> GateConfig:
+        for name in self.thresholds:
+            if not name.startswith("xai/") or name.count("/") not in (2, 3):
+                raise ValueError(
+                    f"threshold key {name!r} must be a metric name of the form xai/<method>/<quantity> "
+                    "(or xai/<method>/<target>/<quantity> for one of several targets), e.g. "
+                    "xai/integrated_gradients/completeness_rel_error_p95"
+                )
+        return self
+
+
+class PreprocessConfig(_Strict):
+    """How raw probe data becomes model input, in this order (as torchvision's transforms in
+    Captum's tutorial): ``resize``, ``center_crop``, divide by ``scale``, then normalize with
+    ``mean``/``std`` per channel. Integer (e.g. uint8) data needs a ``scale``: it is never guessed.
+
+    ``resize: 256`` scales the shorter side to 256 pixels (aspect kept); ``resize: [h, w]`` and
+    ``center_crop: [h, w]`` give both sides; ``center_crop: 224`` means 224 x 224.
+    """
+
+    scale: Annotated[float, Field(gt=0.0)] | None = Field(
+        default=None, description="divide raw values by this, e.g. 255 for uint8 images"
+    )
+    resize: PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
+    center_crop: PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
+    mean: list[float] | None = Field(default=None, min_length=1, description="per-channel mean")
+    std: list[Annotated[float, Field(gt=0.0)]] | None = Field(
+        default=None, min_length=1, description="per-channel standard deviation"
+    )
+
+    @model_validator(mode="after")
+    def _mean_with_std(self) -> PreprocessConfig:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("mean and std go together: give both (one value per channel) or neither")
+        if self.mean is not None and len(self.mean) != len(self.std):
+            raise ValueError(
+                f"mean has {len(self.mean)} values and std {len(self.std)}; give one of each per channel"
+            )
+        return self
+
+
+class ProbeConfig(_Strict):
+    """How the probe set is read: its preprocessing, how ``max_samples`` picks samples, and which
+    class of the model each class folder of an image folder holds.
+
+    Without ``class_index`` an image folder is labelled as ``torchvision.datasets.ImageFolder``
+    labels it: by the folder's position in sorted order (cat=0, dog=1). That is the model's class
+    only for a model trained on that very layout; an ImageNet model knows a tabby cat as 281, so
+    ``target: label`` would explain the wrong classes and the accuracy would score against them.
+    ``class_index`` names each folder's class of the model, inline (``class_index: {cat: 281,
+    dog: 207}``) or as the path of a JSON file (relative to the working directory) in one of two
+    layouts:
+
+    - folder name to class index: ``{"cat": 281, "dog": 207}``;
+    - class index to ``[folder name, description]``, the layout of Keras' ``imagenet_class_index.json``
+      that many PyTorch ImageNet examples use (``{"281": ["n02123045", "tabby"], ...}``):
+      the folder names are then the WordNet ids (``n02123045``), as ImageNet's own class folders
+      are named; the description (``tabby``) is not matched against folder names.
+
+    The file is read when the config is validated and the config keeps the mapping, not the path:
+    the logged config then records which classes the labels meant even if the file changes later.
+    Indices are integers >= 0 and no two folders may share one. A class index may name more
+    folders than the probe has (all 1000 ImageNet classes), but it must name every class folder of
+    the probe, and it applies to image folders only: other sources carry their own labels.
+    """
+
+    sampling: Literal["first", "random", "stratified"] = Field(
+        default="first",
+        description="max_samples takes the first samples, a seeded random draw, or a seeded draw "
+        "per label in proportion to its share",
+    )
+    preprocess: PreprocessConfig | None = None
+    class_index: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        description="image folders: the model's class index of each class folder, a mapping or a JSON "
+        "file; null = the folder's position in sorted order (as torchvision's ImageFolder)",
+    )
+
+    @field_validator("class_index", mode="before")
+    @classmethod
+    def _class_index(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (str, Path)):
+            return read_class_index(value)
+        if not isinstance(value, Mapping):
+            raise ValueError(
+                f"must be {CLASS_INDEX_LAYOUTS}, given inline or as the path of a JSON file, got "
+                f"{brief(value)}"
+            )
+        return class_index_of(value, "the mapping")
+
+
+class PrecisionConfig(_Strict):
+    """Numerics of the audit. Inputs follow the model's parameter dtype (float32 unless the model is
+    float64). ``autocast`` runs only the gradient passes (the points along an attribution path) in
+    lower precision; every output that is reported or checked (predictions, F(x), F(x')) is
+    computed in full precision. On the CPU only bfloat16 autocast is supported."""
+
+    autocast: Literal["bfloat16", "float16"] | None = Field(
+        default=None, description="precision of the gradient passes; null = full precision"
+    )
+    tf32: bool = Field(default=False, description="let CUDA matmuls and convolutions use TF32")
+
+
+class DistributedConfig(_Strict):
+    """Where the audit's batches are attributed: ``local`` (this process) or ``ray`` (a pool of actors
+    on a Ray cluster, each loading the model once). Results do not depend on the engine: every batch
+    is seeded by its position in the probe set, so a Ray audit matches a local one sample for sample
+    when both use the same batch size."""
+
+    engine: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster to join, e.g. ray://head:10001 or auto; null = $RAY_ADDRESS, "
+        "else start a local cluster for this audit",
+    )
+    num_actors: PositiveInt = Field(default=2, description="attribution actors (model copies) in the pool")
+    num_gpus: NonNegativeFloat = Field(
+        default=0.0, description="GPUs per actor; 0 = CPU actors (fractions share a GPU)"
+    )
+    num_cpus: Annotated[float, Field(gt=0.0)] = Field(default=1.0, description="CPUs per actor")
+    batch_size: PositiveInt | None = Field(
+        default=None, description="probe samples per batch sent to an actor; null = the audit's batch_size"
+    )
+    max_restarts: Annotated[int, Field(ge=0)] = Field(
+        default=3, description="times Ray restarts a failed actor before the audit fails"
+    )
+    max_task_retries: Annotated[int, Field(ge=0)] = Field(
+        default=3, description="times a batch is retried on a restarted actor before the audit fails"
+    )
+    local_num_cpus: PositiveInt | None = Field(
+        default=None, description="CPUs of a local cluster started for the audit; null = all"
+    )

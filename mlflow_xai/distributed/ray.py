@@ -1,0 +1,314 @@
+"""The Ray engine (``distributed.engine: ray``): a pool of Ray actors attributes the probe set's batches.
+
+The probe set streams through Ray Data one batch per row; each actor loads the model once and calls
+the same ``BatchAttributor.run`` the local engine does, so a batch's result does not depend on the
+engine or on which actor ran it. The driver gathers the per-sample columns the actors return into a
+``BatchAccumulator`` (which refuses a batch that arrives twice and, at the end, samples never
+attributed) and builds the same ``AuditReport`` a local audit builds. A failed actor is restarted
+and its batch retried by Ray (``max_restarts``, ``max_task_retries``); nothing is dropped silently.
+
+Ray is an optional dependency: ``pip install 'mlflow-xai[ray]'``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.nn as nn
+
+from mlflow_xai.config.audit_config import AuditConfig
+from mlflow_xai.config.sections import DistributedConfig
+from mlflow_xai.engine.accumulate import BatchAccumulator
+from mlflow_xai.engine.batch import BatchAttributor, BatchResult, MethodBatch
+from mlflow_xai.engine.cache import BatchCache
+from mlflow_xai.engine.run import _needs_probe_mean, _probe_mean, finish_report
+from mlflow_xai.errors import ConfigError, ModelError
+from mlflow_xai.probe.probe_set import ProbeSet, release_pages
+from mlflow_xai.report.audit_report import AuditReport
+
+_SEP = "|"  # column names: "<method>|values", "<method>|extra|<key>", as in a cached BatchResult
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "distributed.engine 'ray' needs Ray Data, which is not installed: pip install 'mlflow-xai[ray]'"
+        ) from None
+    return ray
+
+
+@contextmanager
+def quiet_ray_data_console() -> Iterator[None]:
+    """Within the block, Ray Data's console lines at WARNING and above only.
+
+    Ray Data prints the execution plan and, when stdout is not a terminal, a progress block every few
+    seconds; in a CI log they bury the verdict. Its file log in the Ray session directory keeps
+    everything. The command line uses this unless ``--debug``; a library caller's logging is theirs.
+    """
+    import ray.data  # noqa: F401  (configures the "ray.data" logger's handlers on import)
+
+    console = [
+        handler
+        for handler in logging.getLogger("ray.data").handlers
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+    ]
+    levels = [handler.level for handler in console]
+    for handler in console:
+        handler.setLevel(max(handler.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for handler, level in zip(console, levels, strict=True):
+            handler.setLevel(level)
+
+
+class BatchWorker:
+    """One Ray actor: loads the model once, then attributes whole probe batches (one per input row)."""
+
+    def __init__(self, model: Any, cfg: AuditConfig, probe_mean: np.ndarray | None) -> None:
+        if not isinstance(model, nn.Module):  # an ObjectRef Ray Data did not resolve
+            import ray
+
+            model = ray.get(model)
+        self.attributor = BatchAttributor(model, cfg, probe_mean=probe_mean)
+        # The actor lives for the whole audit: the model stays in audit mode on its device.
+        self._session = self.attributor.session()
+        self._session.__enter__()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        columns = [
+            result_columns(self.attributor.run(int(start), *decode_batch(payload)))
+            for start, payload in zip(batch["start"], batch["payload"], strict=True)
+        ]
+        return {key: np.concatenate([c[key] for c in columns]) for key in columns[0]}
+
+
+def encode_batch(inputs: np.ndarray, labels: np.ndarray | None, ids: np.ndarray) -> bytes:
+    """One probe batch as ``.npz`` bytes: a row of the input dataset holds a whole batch, so the
+    actors see exactly the batches (and seeds) a local audit sees."""
+    buffer = io.BytesIO()
+    arrays = {"inputs": np.ascontiguousarray(inputs), "ids": np.asarray(ids).astype(str)}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels)
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode_batch(payload: bytes) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as data:
+        labels = data["labels"] if "labels" in data.files else None
+        return data["inputs"], labels, data["ids"]
+
+
+def result_columns(result: BatchResult) -> dict[str, np.ndarray]:
+    """A ``BatchResult`` as per-sample columns; a method's seconds go on the batch's first row."""
+    n = len(result.ids)
+    columns: dict[str, np.ndarray] = {
+        "start": np.full(n, result.start, dtype=np.int64),
+        "ids": result.ids.astype(str),
+        "predictions": result.predictions,
+        "targets": result.targets,
+    }
+    for name, m in result.methods.items():
+        columns[f"{name}{_SEP}values"] = m.values
+        seconds = np.zeros(n)
+        seconds[0] = m.seconds
+        columns[f"{name}{_SEP}seconds"] = seconds
+        for key in ("attribution_sum", "output_at_input", "output_at_baseline"):
+            if getattr(m, key) is not None:
+                columns[f"{name}{_SEP}{key}"] = getattr(m, key)
+        for key, value in m.extras.items():
+            columns[f"{name}{_SEP}extra{_SEP}{key}"] = value
+    return columns
+
+
+def batch_result(columns: dict[str, np.ndarray]) -> BatchResult:
+    """The inverse of ``result_columns`` for the rows of one batch."""
+    methods: dict[str, MethodBatch] = {}
+    for key, value in columns.items():
+        if _SEP not in key:
+            continue
+        name, _, rest = key.partition(_SEP)
+        m = methods.setdefault(name, MethodBatch(values=np.empty(0), seconds=0.0))
+        if rest == "values":
+            m.values = value
+        elif rest == "seconds":
+            m.seconds = float(value.sum())
+        elif rest.startswith(f"extra{_SEP}"):
+            m.extras[rest.removeprefix(f"extra{_SEP}")] = value
+        else:
+            setattr(m, rest, value)
+    start = int(columns["start"][0])
+    return BatchResult(start, columns["ids"], columns["predictions"], columns["targets"], methods)
+
+
+class _Reassembler:
+    """Per-sample rows arrive in blocks of any size; whole batches leave, each exactly once."""
+
+    def __init__(self, n: int, batch_size: int) -> None:
+        self.n = n
+        self.batch_size = batch_size
+        self.pending: dict[int, list[dict[str, np.ndarray]]] = {}
+
+    def expected(self, start: int) -> int:
+        return min(self.batch_size, self.n - start)
+
+    def add(self, block: dict[str, np.ndarray]) -> Iterator[BatchResult]:
+        starts = block["start"]
+        for start in np.unique(starts):
+            rows = starts == start
+            parts = self.pending.setdefault(int(start), [])
+            parts.append({key: value[rows] for key, value in block.items()})
+            count = sum(len(p["start"]) for p in parts)
+            if count > self.expected(int(start)):
+                raise RuntimeError(f"batch at {int(start)} arrived twice")
+            if count == self.expected(int(start)):
+                del self.pending[int(start)]
+                merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+                yield batch_result(merged)
+
+    def check_done(self) -> None:
+        if self.pending:
+            start = min(self.pending)
+            raise RuntimeError(f"batch at {start} came back incomplete from the Ray workers")
+
+
+@contextmanager
+def ray_cluster(dist: DistributedConfig) -> Iterator[Any]:
+    """Join the configured cluster (``ray_address``, else ``$RAY_ADDRESS``) or start a local one.
+
+    A connection made here is closed after the audit, which stops only a cluster started here; a
+    Ray session the caller already opened is used as it is and left open.
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    address = dist.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if address is None:
+        ray.init(num_cpus=dist.local_num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    else:
+        ray.init(address=address, logging_level=logging.WARNING)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def audit_on_ray(
+    model: nn.Module,
+    probe: ProbeSet,
+    cfg: AuditConfig,
+    *,
+    cache: BatchCache | None = None,
+    probe_sha256: str | None = None,
+    worker_class: type[BatchWorker] = BatchWorker,
+) -> AuditReport:
+    """``engine.audit_prepared`` with the batches attributed by a pool of Ray actors.
+
+    Batches found in ``cache`` are reused; every batch computed is added to it as it arrives.
+    """
+    import_ray()  # fails before any compute when Ray is missing
+    dist = cfg.distributed or DistributedConfig(engine="ray")
+    batch_size = dist.batch_size or cfg.batch_size
+    probe_mean = _probe_mean(probe) if _needs_probe_mean(cfg.model_dump()) else None
+    attributor = BatchAttributor(model, cfg, probe_mean=probe_mean)  # validates model and methods here
+    probe_sha256 = probe_sha256 or probe.sha256()
+    with attributor.session():
+        attributor.preflight(probe)  # the same checks as a local audit, before any batch
+
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-xai-attr-"))
+    try:
+        gathered = BatchAccumulator(attributor, probe, workdir)
+        todo = []
+        for start in range(0, len(probe), batch_size):
+            cached = cache.get(start) if cache is not None else None
+            if cached is None:
+                todo.append(start)
+            else:
+                gathered.add(cached)
+        if todo:
+            with ray_cluster(dist) as ray:
+                _attribute_on_ray(
+                    ray, model, probe, cfg, dist, probe_mean, todo, batch_size, gathered, cache, worker_class
+                )
+        return finish_report(cfg, probe, probe_sha256, gathered, attributor, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _attribute_on_ray(
+    ray: Any,
+    model: nn.Module,
+    probe: ProbeSet,
+    cfg: AuditConfig,
+    dist: DistributedConfig,
+    probe_mean: np.ndarray | None,
+    starts: list[int],
+    batch_size: int,
+    gathered: BatchAccumulator,
+    cache: BatchCache | None,
+    worker_class: type[BatchWorker],
+) -> None:
+    import pyarrow as pa
+
+    # Batches go into the object store one at a time (it spills to disk when full), so the driver's
+    # memory holds one batch, not the probe set.
+    refs = []
+    for start in starts:
+        stop = min(start + batch_size, len(probe))
+        labels = None if probe.labels is None else np.asarray(probe.labels[start:stop])
+        payload = encode_batch(np.asarray(probe.inputs[start:stop]), labels, probe.ids[start:stop])
+        release_pages(probe.inputs)
+        refs.append(ray.put(pa.table({"start": [start], "payload": pa.array([payload], pa.large_binary())})))
+    model_ref = ray.put(_on_cpu(model))
+
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates actor options passed through map_batches' **ray_remote_args but has no
+        # named parameter for these two yet (pyproject caps Ray below 2.64, which removes the route).
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+        dataset = ray.data.from_arrow_refs(refs).map_batches(
+            worker_class,
+            batch_size=1,  # one row is one whole probe batch
+            batch_format="numpy",
+            fn_constructor_kwargs={"model": model_ref, "cfg": cfg, "probe_mean": probe_mean},
+            compute=ray.data.ActorPoolStrategy(size=dist.num_actors),
+            num_cpus=dist.num_cpus,
+            num_gpus=dist.num_gpus,
+            max_restarts=dist.max_restarts,
+            max_task_retries=dist.max_task_retries,
+        )
+    reassembler = _Reassembler(len(probe), batch_size)
+    for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for result in reassembler.add(block):
+            gathered.add(result)
+            if cache is not None:
+                cache.put(result)
+    reassembler.check_done()
+    del refs, model_ref
+
+
+def _on_cpu(model: nn.Module) -> nn.Module:
+    """The model as the actors receive it: on the CPU (each actor moves it to its own device)."""
+    devices = {p.device.type for p in model.parameters()} | {b.device.type for b in model.buffers()}
+    if devices <= {"cpu"}:
+        return model
+    try:
+        return copy.deepcopy(model).to("cpu")
+    except Exception as exc:
+        raise ModelError(f"cannot copy the model to the CPU to send it to the Ray actors: {exc}") from None

@@ -1,0 +1,298 @@
+"""The per-batch step of an audit: one model, its methods, one probe batch in, plain arrays out.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from mlflow_xai.attribution.methods.base import Attribution, AttributionContext, build, concat_attributions
+from mlflow_xai.config.audit_config import AuditConfig
+from mlflow_xai.config.targets import TopTargets, target_entries
+from mlflow_xai.engine.preflight import _check_fits, _check_targets
+from mlflow_xai.engine.progress import AuditProgress
+from mlflow_xai.errors import ModelError, ProbeError
+from mlflow_xai.model.handle import (
+    ModelHandle,
+    audit_mode,
+    is_exported_graph,
+    resolve_autocast,
+    resolve_device,
+    tf32_mode,
+)
+from mlflow_xai.probe.probe_set import ProbeSet
+from mlflow_xai.report.metric_names import result_keys
+
+
+@dataclass
+class MethodBatch:
+    """One method's results on one batch, as plain arrays (what a worker sends back)."""
+
+    values: np.ndarray  # (B, *input_shape) in the mask dtype
+    seconds: float
+    attribution_sum: np.ndarray | None = None  # (B,) float64, before rounding to the mask dtype
+    output_at_input: np.ndarray | None = None
+    output_at_baseline: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class BatchResult:
+    """Everything an audit keeps of one probe batch; the unit of caching and of distribution."""
+
+    start: int
+    ids: np.ndarray
+    predictions: np.ndarray
+    targets: np.ndarray  # (B, targets): the class each sample was explained for, per target slot
+    methods: dict[str, MethodBatch]  # by result key (``BatchAttributor.result_keys``)
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` atomically (a temporary name, then a rename)."""
+        arrays: dict[str, np.ndarray] = {
+            "start": np.array(self.start),
+            "ids": self.ids.astype(str),
+            "predictions": self.predictions,
+            "targets": self.targets,
+        }
+        for name, m in self.methods.items():
+            arrays[f"{name}|values"] = m.values
+            arrays[f"{name}|seconds"] = np.array(m.seconds)
+            for key in ("attribution_sum", "output_at_input", "output_at_baseline"):
+                if getattr(m, key) is not None:
+                    arrays[f"{name}|{key}"] = getattr(m, key)
+            for key, value in m.extras.items():
+                arrays[f"{name}|extra|{key}"] = value
+        # A name of this writer's own: two audits of the same model, config and probe set may share
+        # a cache folder and write the same batch at once.
+        tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> BatchResult:
+        with np.load(path, allow_pickle=False) as data:
+            methods: dict[str, MethodBatch] = {}
+            for key in data.files:
+                if "|" not in key:
+                    continue
+                name, _, rest = key.partition("|")
+                m = methods.setdefault(name, MethodBatch(values=np.empty(0), seconds=0.0))
+                if rest == "values":
+                    m.values = data[key]
+                elif rest == "seconds":
+                    m.seconds = float(data[key])
+                elif rest.startswith("extra|"):
+                    m.extras[rest.removeprefix("extra|")] = data[key]
+                else:
+                    setattr(m, rest, data[key])
+            return cls(int(data["start"]), data["ids"], data["predictions"], data["targets"], methods)
+
+
+class BatchAttributor:
+    """The pure per-batch step of an audit: one model, its methods, one batch in, arrays out.
+
+    The local engine and distributed workers (``engine: ray``) call the same ``run``. Use it inside
+    ``session()``, which puts the model in audit mode on its device and restores it after.
+    """
+
+    def __init__(self, model: nn.Module, cfg: AuditConfig, *, probe_mean: np.ndarray | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"the model to audit must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.methods = {name: build(name, mcfg) for name, mcfg in cfg.methods.enabled().items()}
+        self.slots = cfg.target_slots()
+        self.result_keys = result_keys(list(self.methods), self.slots)
+        # Each method's result keys, in target order (what attribute_targets returns).
+        self.keys_of = {
+            name: [key for key, (owner, _) in self.result_keys.items() if owner == name]
+            for name in self.methods
+        }
+        # audit_mode puts a module model in eval mode for the audit; the report says it did.
+        self.model_was_training = not is_exported_graph(model) and any(m.training for m in model.modules())
+        self.handle = ModelHandle(
+            model,
+            self.device,
+            cfg.output,
+            resolve_autocast(cfg.precision.autocast, self.device),
+            output_key=cfg.output_key,
+            output_index=cfg.output_index,
+        )
+        for method in self.methods.values():
+            method.check_model(self.handle)  # hooks on an exported graph, layer names, ReLU modules
+        self.splitters = {name: _BatchSplitter(name) for name in self.methods}
+        self.mask_dtype = np.dtype(cfg.artifacts.mask_dtype)
+        self.dtype = _input_dtype(model)
+        mean = None if probe_mean is None else torch.from_numpy(probe_mean)
+        self.probe_mean = None if mean is None else mean.to(self.device, self.dtype)
+
+    @contextmanager
+    def session(self) -> Iterator[BatchAttributor]:
+        with audit_mode(self.model), _on_device(self.model, self.device), tf32_mode(self.cfg.precision.tf32):
+            yield self
+
+    def preflight(self, probe: ProbeSet) -> None:
+        """Check on the first probe sample what would otherwise fail inside a batch: the input
+        shape, the model's output, the target classes and each method's needs (gradients, layers,
+        window sizes). Call inside ``session()``, before any batch."""
+        classes = _check_fits(self.handle, probe, self.dtype)
+        _check_targets(self.cfg, probe, classes)
+        x = torch.from_numpy(np.array(probe.inputs[:1])).to(self.device, self.dtype)
+        for method in self.methods.values():
+            method.check_input(self.handle, x)
+
+    def run(
+        self,
+        start: int,
+        inputs: np.ndarray,
+        labels: np.ndarray | None,
+        ids: np.ndarray,
+        progress: AuditProgress | None = None,
+    ) -> BatchResult:
+        # Random methods and baselines draw per sample from (seed, position in the probe set), so a
+        # sample's result depends neither on its batch nor on the worker that ran it.
+        context = AttributionContext(
+            torch.arange(start, start + len(inputs)),
+            probe_mean=self.probe_mean,
+            degenerate_floor=self.cfg.checks.completeness.degenerate_floor,
+        )
+        x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            scores = self.handle.scores(x)
+        predicted = scores.argmax(dim=1)
+        targets = resolve_targets(self.cfg.target, scores, labels)
+        out: dict[str, MethodBatch] = {}
+        for name, method in self.methods.items():
+            if progress is not None:
+                progress.working_on(name)
+            started = time.perf_counter()
+            results = self.splitters[name].attribute(method, self.handle, x, targets, context)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            # Targets that shared their passes (occlusion) share the time equally.
+            seconds = (time.perf_counter() - started) / len(results)
+            for key, result in zip(self.keys_of[name], results, strict=True):
+                batch = MethodBatch(
+                    values=result.values.detach().float().cpu().numpy().astype(self.mask_dtype),
+                    seconds=seconds,
+                    extras={k: v.detach().cpu().numpy() for k, v in result.extras.items()},
+                )
+                if method.has_completeness:
+                    flat = result.values.detach().reshape(len(x), -1)
+                    batch.attribution_sum = flat.double().sum(dim=1).cpu().numpy()
+                    batch.output_at_input = result.output_at_input.double().cpu().numpy()
+                    batch.output_at_baseline = result.output_at_baseline.double().cpu().numpy()
+                out[key] = batch
+            if progress is not None:
+                progress.advance(name, len(x))
+        return BatchResult(start, np.asarray(ids), predicted.cpu().numpy(), targets.cpu().numpy(), out)
+
+
+class _BatchSplitter:
+    """Runs one method on a batch; on CUDA out-of-memory it halves the pieces and retries.
+
+    The smaller size sticks for the rest of the audit, so the next batches do not fail first.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.limit: int | None = None  # largest piece known to fit; None until memory runs out
+        self.splits = 0
+
+    def attribute(
+        self,
+        method: Any,
+        handle: ModelHandle,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        context: AttributionContext,
+    ) -> list[Attribution]:
+        """One Attribution per column of ``targets`` (B, K)."""
+        pieces: list[list[Attribution]] = []
+        start, n = 0, len(x)
+        while start < n:
+            size = n - start if self.limit is None else min(self.limit, n - start)
+            rows = slice(start, start + size)
+            try:
+                piece = method.attribute_targets(
+                    handle, x[rows], targets[rows], context.rows(start, start + size)
+                )
+                pieces.append(piece)
+            except torch.cuda.OutOfMemoryError as exc:
+                if size == 1:
+                    raise ModelError(
+                        f"method {self.name!r} ran out of device memory on a single sample; lower its "
+                        "internal_batch_size (or perturbations_per_eval), or audit on the CPU"
+                    ) from exc
+                del exc  # its traceback holds the failed pass's tensors
+                if handle.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.limit = (size + 1) // 2
+                self.splits += 1
+                continue
+            start += size
+        return [concat_attributions([piece[k] for piece in pieces]) for k in range(targets.shape[1])]
+
+
+@contextmanager
+def _on_device(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Move the model to ``device`` for the audit and back to where it was after."""
+    params = list(model.parameters())
+    original = params[0].device if params else device
+    if original != device:
+        model.to(device)
+    try:
+        yield
+    finally:
+        if original != device:
+            model.to(original)
+
+
+def _input_dtype(model: nn.Module) -> torch.dtype:
+    """Inputs follow the model's floating-point parameters (float64 models get float64 paths)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def resolve_targets(
+    spec: Any,
+    scores: torch.Tensor,
+    labels: np.ndarray | None,
+) -> torch.Tensor:
+    """The class each sample is explained for, per target slot: (B, K) int64 on the scores' device.
+
+    ``top: k`` takes the k highest scores in order (ties by the lower class index, as ``argmax``
+    takes the first), so ``top1`` is the predicted class."""
+    num_classes, device = scores.shape[1], scores.device
+    if isinstance(spec, TopTargets):
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+        return order[:, : spec.top]
+    columns = []
+    for entry in target_entries(spec):
+        if entry == "predicted":
+            columns.append(scores.argmax(dim=1))
+        elif entry == "label":
+            columns.append(torch.from_numpy(np.asarray(labels)).to(device=device, dtype=torch.int64))
+        else:
+            columns.append(torch.full((len(scores),), int(entry), dtype=torch.int64, device=device))
+    target = torch.stack(columns, dim=1)
+    if int(target.min()) < 0 or int(target.max()) >= num_classes:
+        bad = int(target.max()) if int(target.max()) >= num_classes else int(target.min())
+        raise ProbeError(
+            f"target class {bad} is out of range: the model has {num_classes} classes, so a target "
+            f"must be 0 to {num_classes - 1}"
+        )
+    return target
