@@ -5,6 +5,7 @@ May import: ``engine``, ``config``, ``probe``, ``report``. Ray itself is importe
 
 from mlflow_xai.distributed.ray import (
     BatchWorker,
+    RayExecutor,
     audit_on_ray,
     batch_result,
     decode_batch,
@@ -16,6 +17,7 @@ from mlflow_xai.distributed.ray import (
 )
 
 __all__ = [
+    "RayExecutor",
     "BatchWorker",
     "audit_on_ray",
     "batch_result",

@@ -1,7 +1,7 @@
 """The Ray engine (``distributed.engine: ray``): a pool of Ray actors attributes the probe set's batches.
 
 The probe set streams through Ray Data one batch per row; each actor loads the model once and calls
-the same ``BatchAttributor.run`` the local engine does, so a batch's result does not depend on the
+the same ``BatchAttributor.run`` the local executor does, so a batch's result does not depend on the
 engine or on which actor ran it. The driver gathers the per-sample columns the actors return into a
 ``BatchAccumulator`` (which refuses a batch that arrives twice and, at the end, samples never
 attributed) and builds the same ``AuditReport`` a local audit builds. A failed actor is restarted
@@ -16,12 +16,9 @@ import copy
 import io
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,10 +26,10 @@ import torch.nn as nn
 
 from mlflow_xai.config.audit_config import AuditConfig
 from mlflow_xai.config.sections import DistributedConfig
-from mlflow_xai.engine.accumulate import BatchAccumulator
 from mlflow_xai.engine.batch import BatchAttributor, BatchResult, MethodBatch
 from mlflow_xai.engine.cache import BatchCache
-from mlflow_xai.engine.run import _needs_probe_mean, _probe_mean, finish_report
+from mlflow_xai.engine.progress import AuditProgress
+from mlflow_xai.engine.run import audit_prepared
 from mlflow_xai.errors import ConfigError, ModelError
 from mlflow_xai.probe.probe_set import ProbeSet, release_pages
 from mlflow_xai.report.audit_report import AuditReport
@@ -209,6 +206,78 @@ def ray_cluster(dist: DistributedConfig) -> Iterator[Any]:
         ray.shutdown()
 
 
+class RayExecutor:
+    """The engine's executor for ``distributed.engine: ray``: batches go to a pool of Ray actors.
+
+    The run loop (``engine.audit_prepared``) is the local one: preflight, the resume cache, the
+    gathering of results and the report do not depend on the executor."""
+
+    def __init__(self, cfg: AuditConfig, worker_class: type[BatchWorker] = BatchWorker) -> None:
+        import_ray()  # fails before any compute when Ray is missing
+        self.dist = cfg.distributed or DistributedConfig(engine="ray")
+        self.worker_class = worker_class
+
+    def batch_size(self, cfg: AuditConfig) -> int:
+        return self.dist.batch_size or cfg.batch_size
+
+    def run(
+        self,
+        attributor: BatchAttributor,
+        probe: ProbeSet,
+        starts: list[int],
+        batch_size: int,
+        progress: AuditProgress,
+    ) -> Iterator[BatchResult]:
+        with ray_cluster(self.dist) as ray:
+            dataset, refs = self._dataset(ray, attributor, probe, starts, batch_size)
+            reassembler = _Reassembler(len(probe), batch_size)
+            for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                for result in reassembler.add(block):
+                    for name in attributor.methods:
+                        progress.advance(name, len(result.ids))
+                    yield result
+            reassembler.check_done()
+            del refs
+
+    def _dataset(
+        self, ray: Any, attributor: BatchAttributor, probe: ProbeSet, starts: list[int], batch_size: int
+    ) -> tuple[Any, list[Any]]:
+        import pyarrow as pa
+
+        # Batches go into the object store one at a time (it spills to disk when full), so the
+        # driver's memory holds one batch, not the probe set.
+        refs = []
+        for start in starts:
+            stop = min(start + batch_size, len(probe))
+            labels = None if probe.labels is None else np.asarray(probe.labels[start:stop])
+            payload = encode_batch(np.asarray(probe.inputs[start:stop]), labels, probe.ids[start:stop])
+            release_pages(probe.inputs)
+            table = pa.table({"start": [start], "payload": pa.array([payload], pa.large_binary())})
+            refs.append(ray.put(table))
+        model_ref = ray.put(_on_cpu(attributor.model))
+        dist = self.dist
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates actor options passed through map_batches' **ray_remote_args but has
+            # no named parameter for these two yet (pyproject caps Ray below 2.64, which removes it).
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+            dataset = ray.data.from_arrow_refs(refs).map_batches(
+                self.worker_class,
+                batch_size=1,  # one row is one whole probe batch
+                batch_format="numpy",
+                fn_constructor_kwargs={
+                    "model": model_ref,
+                    "cfg": attributor.cfg,
+                    "probe_mean": attributor.probe_mean_input,
+                },
+                compute=ray.data.ActorPoolStrategy(size=dist.num_actors),
+                num_cpus=dist.num_cpus,
+                num_gpus=dist.num_gpus,
+                max_restarts=dist.max_restarts,
+                max_task_retries=dist.max_task_retries,
+            )
+        return dataset, [*refs, model_ref]
+
+
 def audit_on_ray(
     model: nn.Module,
     probe: ProbeSet,
@@ -222,85 +291,8 @@ def audit_on_ray(
 
     Batches found in ``cache`` are reused; every batch computed is added to it as it arrives.
     """
-    import_ray()  # fails before any compute when Ray is missing
-    dist = cfg.distributed or DistributedConfig(engine="ray")
-    batch_size = dist.batch_size or cfg.batch_size
-    probe_mean = _probe_mean(probe) if _needs_probe_mean(cfg.model_dump()) else None
-    attributor = BatchAttributor(model, cfg, probe_mean=probe_mean)  # validates model and methods here
-    probe_sha256 = probe_sha256 or probe.sha256()
-    with attributor.session():
-        attributor.preflight(probe)  # the same checks as a local audit, before any batch
-
-    workdir = Path(tempfile.mkdtemp(prefix="mlflow-xai-attr-"))
-    try:
-        gathered = BatchAccumulator(attributor, probe, workdir)
-        todo = []
-        for start in range(0, len(probe), batch_size):
-            cached = cache.get(start) if cache is not None else None
-            if cached is None:
-                todo.append(start)
-            else:
-                gathered.add(cached)
-        if todo:
-            with ray_cluster(dist) as ray:
-                _attribute_on_ray(
-                    ray, model, probe, cfg, dist, probe_mean, todo, batch_size, gathered, cache, worker_class
-                )
-        return finish_report(cfg, probe, probe_sha256, gathered, attributor, workdir)
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-
-
-def _attribute_on_ray(
-    ray: Any,
-    model: nn.Module,
-    probe: ProbeSet,
-    cfg: AuditConfig,
-    dist: DistributedConfig,
-    probe_mean: np.ndarray | None,
-    starts: list[int],
-    batch_size: int,
-    gathered: BatchAccumulator,
-    cache: BatchCache | None,
-    worker_class: type[BatchWorker],
-) -> None:
-    import pyarrow as pa
-
-    # Batches go into the object store one at a time (it spills to disk when full), so the driver's
-    # memory holds one batch, not the probe set.
-    refs = []
-    for start in starts:
-        stop = min(start + batch_size, len(probe))
-        labels = None if probe.labels is None else np.asarray(probe.labels[start:stop])
-        payload = encode_batch(np.asarray(probe.inputs[start:stop]), labels, probe.ids[start:stop])
-        release_pages(probe.inputs)
-        refs.append(ray.put(pa.table({"start": [start], "payload": pa.array([payload], pa.large_binary())})))
-    model_ref = ray.put(_on_cpu(model))
-
-    with warnings.catch_warnings():
-        # Ray 2.60 deprecates actor options passed through map_batches' **ray_remote_args but has no
-        # named parameter for these two yet (pyproject caps Ray below 2.64, which removes the route).
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        dataset = ray.data.from_arrow_refs(refs).map_batches(
-            worker_class,
-            batch_size=1,  # one row is one whole probe batch
-            batch_format="numpy",
-            fn_constructor_kwargs={"model": model_ref, "cfg": cfg, "probe_mean": probe_mean},
-            compute=ray.data.ActorPoolStrategy(size=dist.num_actors),
-            num_cpus=dist.num_cpus,
-            num_gpus=dist.num_gpus,
-            max_restarts=dist.max_restarts,
-            max_task_retries=dist.max_task_retries,
-        )
-    reassembler = _Reassembler(len(probe), batch_size)
-    for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        for result in reassembler.add(block):
-            gathered.add(result)
-            if cache is not None:
-                cache.put(result)
-    reassembler.check_done()
-    del refs, model_ref
+    executor = RayExecutor(cfg, worker_class)
+    return audit_prepared(model, probe, cfg, cache=cache, probe_sha256=probe_sha256, executor=executor)
 
 
 def _on_cpu(model: nn.Module) -> nn.Module:

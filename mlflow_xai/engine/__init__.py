@@ -23,6 +23,12 @@ from mlflow_xai.engine.cache import (
     default_cache_dir,
     model_fingerprint,
 )
+from mlflow_xai.engine.executors import (
+    EXECUTORS,
+    Executor,
+    LocalExecutor,
+    executor_for,
+)
 from mlflow_xai.engine.run import (
     IG_FIGURE_STEPS,
     audit,
@@ -34,6 +40,10 @@ from mlflow_xai.engine.run import (
 )
 
 __all__ = [
+    "EXECUTORS",
+    "Executor",
+    "LocalExecutor",
+    "executor_for",
     "BatchAccumulator",
     "BatchAttributor",
     "BatchCache",

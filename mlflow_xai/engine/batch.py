@@ -134,6 +134,7 @@ class BatchAttributor:
         self.splitters = {name: _BatchSplitter(name) for name in self.methods}
         self.mask_dtype = np.dtype(cfg.artifacts.mask_dtype)
         self.dtype = _input_dtype(model)
+        self.probe_mean_input = probe_mean  # as given (float64), for executors that rebuild attributors
         mean = None if probe_mean is None else torch.from_numpy(probe_mean)
         self.probe_mean = None if mean is None else mean.to(self.device, self.dtype)
 

@@ -27,6 +27,7 @@ from mlflow_xai.config.targets import target_entries
 from mlflow_xai.engine.accumulate import BatchAccumulator
 from mlflow_xai.engine.batch import BatchAttributor
 from mlflow_xai.engine.cache import BatchCache
+from mlflow_xai.engine.executors import Executor, executor_for
 from mlflow_xai.engine.progress import AuditProgress
 from mlflow_xai.errors import ConfigError, ModelError, ProbeError
 from mlflow_xai.model.handle import ModelHandle
@@ -73,21 +74,21 @@ def audit_prepared(
     probe_sha256: str | None = None,
     progress: bool | None = False,
     preflight: bool = True,
+    executor: Executor | None = None,
 ) -> AuditReport:
     """``audit`` on a probe set that ``prepare_probe`` already loaded, preprocessed and sampled.
 
     Batches found in ``cache`` are reused; every batch computed is added to it. ``progress``
     reports samples x methods on stderr: None (the command line's choice) a bar on a terminal and
     a line every ~10 s elsewhere (a CI log), True a bar, False nothing (the default for a library).
-    With ``distributed.engine: ray`` the batches are attributed by Ray actors (``distributed``).
+    ``executor`` attributes the batches; by default the one ``distributed.engine`` names (with
+    ``ray``, a pool of Ray actors: ``mlflow_xai.distributed``).
     """
-    if cfg.distributed is not None and cfg.distributed.engine == "ray":
-        from mlflow_xai.distributed.ray import audit_on_ray
-
-        return audit_on_ray(model, probe, cfg, cache=cache, probe_sha256=probe_sha256)
+    executor = executor_for(cfg) if executor is None else executor
     probe_mean = _probe_mean(probe) if _needs_probe_mean(cfg.model_dump()) else None
-    attributor = BatchAttributor(model, cfg, probe_mean=probe_mean)
+    attributor = BatchAttributor(model, cfg, probe_mean=probe_mean)  # validates model and methods here
     probe_sha256 = probe_sha256 or probe.sha256()
+    batch_size = executor.batch_size(cfg)
 
     # Attributions stream to memory-mapped files, so memory does not grow with the probe set.
     workdir = Path(tempfile.mkdtemp(prefix="mlflow-xai-attr-"))
@@ -97,16 +98,19 @@ def audit_prepared(
         with attributor.session(), AuditProgress(len(probe), list(attributor.methods), mode=mode) as shown:
             if preflight:  # the command line has run check_audit_inputs before opening its run
                 attributor.preflight(probe)
-            for batch in probe.batches(cfg.batch_size):
-                result = cache.get(batch.start) if cache is not None else None
-                if result is None:
-                    result = attributor.run(batch.start, batch.inputs, batch.labels, batch.ids, shown)
-                    if cache is not None:
-                        cache.put(result)
-                else:
-                    for name in attributor.methods:
-                        shown.advance(name, len(batch.ids))
+            todo = []
+            for start in range(0, len(probe), batch_size):
+                cached = cache.get(start) if cache is not None else None
+                if cached is None:
+                    todo.append(start)
+                    continue
+                gathered.add(cached)
+                for name in attributor.methods:
+                    shown.advance(name, len(cached.ids))
+            for result in executor.run(attributor, probe, todo, batch_size, shown) if todo else ():
                 gathered.add(result)
+                if cache is not None:
+                    cache.put(result)
         return finish_report(cfg, probe, probe_sha256, gathered, attributor, workdir)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)  # an interrupted audit leaves no attribution files
