@@ -10,9 +10,10 @@ import pytest
 from mlflow.models import EvaluationResult
 
 from mlflow_xai.checks.drift import attribution_drift
-from mlflow_xai.ci import judge, junit_xml, markdown_summary, metric_thresholds, publish
+from mlflow_xai.ci import judge, junit_xml, markdown_summary, publish
 from mlflow_xai.config import load_config
 from mlflow_xai.errors import ConfigError
+from mlflow_xai.tracking import metric_thresholds
 
 IG = "xai/integrated_gradients/"
 

@@ -23,12 +23,12 @@ from mlflow_xai.ci import (
     judge,
     junit_xml,
     markdown_summary,
-    metric_thresholds,
     publish,
 )
 from mlflow_xai.ci.gate import _method_check, _threshold_check
 from mlflow_xai.config import ThresholdConfig, load_config
 from mlflow_xai.errors import ConfigError
+from mlflow_xai.tracking import metric_thresholds
 
 NAME = "xai/integrated_gradients/completeness_rel_error_p95"
 IG = "xai/integrated_gradients/"

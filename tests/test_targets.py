@@ -413,7 +413,7 @@ def test_cli_audit_of_two_targets_logs_each_and_gates_each(
 
 
 def test_mlflow_metric_thresholds_are_one_per_target():
-    from mlflow_xai.ci import metric_thresholds
+    from mlflow_xai.tracking import metric_thresholds
 
     config = _two_target_config(
         thresholds={

@@ -16,7 +16,6 @@ from mlflow_xai.ci.gate import (
     check_gate_config,
     gate_is_configured,
     judge,
-    metric_thresholds,
     per_target,
 )
 from mlflow_xai.ci.publish import (
@@ -38,7 +37,6 @@ __all__ = [
     "judge",
     "junit_xml",
     "markdown_summary",
-    "metric_thresholds",
     "per_target",
     "publish",
 ]

@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "metric_thresholds": "mlflow_xai.tracking.thresholds",
     "ARTIFACT_PATH": "mlflow_xai.tracking.log",
     "T": "mlflow_xai.tracking.log",
     "log_pytorch_model": "mlflow_xai.tracking.log",
@@ -25,6 +26,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "metric_thresholds",
     "ARTIFACT_PATH",
     "T",
     "log_pytorch_model",
