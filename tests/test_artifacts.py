@@ -351,3 +351,25 @@ def test_only_degenerate_baselines_still_give_every_artifact(tmp_path):
     reason = "all 5 samples have a degenerate baseline: completeness cannot be judged"
     assert summary["failure_reasons"] == {"integrated_gradients": [reason]}
     assert reason in (tmp_path / "report.html").read_text()
+
+
+def test_metrics_are_computed_once_per_report(tmp_path, monkeypatch):
+    """summary.json and report.html (and the command line, and tracking) read one set of metrics;
+    the object-mass fractions behind them read every attribution, so they are computed once."""
+    from mlflow_xai.report import audit_report
+
+    data = make_shapes(6, size=16, seed=4)
+    probe = ProbeSet(data.images, data.labels, data.masks)
+    report = audit(_tiny_cnn(), probe, {"methods": {"saliency": {}}, "artifacts": {"sheet_samples": 2}})
+    calls = []
+    original = audit_report.object_mass_fraction
+    monkeypatch.setattr(
+        audit_report, "object_mass_fraction", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    first = report.metrics()
+    first["xai/saliency/seconds"] = -1.0  # a caller's changes stay in its copy
+    write_artifacts(report, tmp_path / "xai")
+    assert len(calls) == 1
+    assert report.metrics()["xai/saliency/seconds"] >= 0
+    summary = json.loads((tmp_path / "xai" / "summary.json").read_text())
+    assert summary["metrics"] == report.metrics()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from captum.attr import Occlusion as CaptumOcclusion
 
-from mlflow_xai.attribution.methods.occlusion import occlusion, occlusion_windows
+from mlflow_xai.attribution.methods.occlusion import _occluded, _positions, occlusion
 from mlflow_xai.datasets.cnn import ShapesCNN
 
 
@@ -31,10 +31,14 @@ def test_matches_captum(window, strides, per_pass):
 
 
 def test_windows_cover_every_feature_with_the_last_one_clipped():
-    windows = occlusion_windows((10,), (4,), (3,))
-    assert [(w[0].start, w[0].stop) for w in windows] == [(0, 4), (3, 7), (6, 10)]
-    clipped = occlusion_windows((10,), (4,), (4,))
-    assert [(w[0].start, w[0].stop) for w in clipped] == [(0, 4), (4, 8), (8, 10)]
+    """Window starts as Captum places them, ceil((size - w) / s) + 1 per axis; the last window on an
+    axis that the stride does not fit is clipped at the edge (features 8 and 9, not 8 to 11)."""
+    assert _positions(10, 4, 3) == [0, 3, 6]
+    assert _positions(10, 4, 4) == [0, 4, 8]
+    x = torch.ones(1, 10, dtype=torch.float64)
+    occluded = _occluded(x, torch.tensor([[0], [4], [8]]), (4,), 0.0)
+    covered = [torch.nonzero(row == 0).flatten().tolist() for row in occluded]
+    assert covered == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
 def test_linear_model_known_answer():

@@ -24,11 +24,10 @@ def package_version(name: str) -> str:
 def provenance(report: AuditReport) -> dict[str, Any]:
     """A JSON-ready record of what produced ``report``; ``config_yaml`` is the config as run."""
     versions = {"mlflow-xai": __version__, **{name: package_version(name) for name in PACKAGES}}
-    compute_dtype = report.compute_dtype
     return {
         "versions": versions,
         "device": report.device,
-        "compute_dtype": "not recorded" if compute_dtype is None else str(compute_dtype),
+        "compute_dtype": report.dtype,
         "mask_dtype": report.config.artifacts.mask_dtype,
         "seed": report.config.seed,
         # TF32 matmuls change float32 results on Ampere+ GPUs; recorded wherever the audit ran.

@@ -194,7 +194,6 @@ def build_report(
         device=str(attributor.device),
         exported_model=attributor.handle.exported,
         ig_profiles=ig_profiles,
-        compute_dtype=dtype,
         seed=cfg.seed,
         dtype=dtype,
         autocast=cfg.precision.autocast,

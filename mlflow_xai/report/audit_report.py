@@ -120,7 +120,6 @@ class AuditReport:
     device: str
     exported_model: bool
     ig_profiles: Any = None  # IGPathProfiles of the first samples, for the convergence figures
-    compute_dtype: str | None = None  # the dtype the model and the attribution paths ran in
     # How the run computed: enough to repeat it and to tell runs apart.
     seed: int = 0  # the audit's torch seed (and the seed of probe sampling)
     dtype: str = "float32"  # dtype of the inputs and of every reported output
@@ -128,9 +127,23 @@ class AuditReport:
     tf32: bool = False  # TF32 allowed in CUDA matmuls and convolutions
     oom_splits: dict[str, int] = field(default_factory=dict)  # per method: batch halvings on CUDA OOM
     model_was_training: bool = False  # the model came in train mode; it was audited in eval mode
+    _metrics: dict[str, float] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype the model and the attribution paths ran in: the inputs' ``dtype``."""
+        return self.dtype
 
     def metrics(self) -> dict[str, float]:
-        """Every metric, named ``xai/<method>/<quantity>_<stat>``, as plain Python floats."""
+        """Every metric, named ``xai/<method>/<quantity>_<stat>``, as plain Python floats.
+
+        Computed once (the object-mass fractions read every attribution): the command line, the
+        tracking call, ``summary.json`` and ``report.html`` all get copies of the same numbers."""
+        if self._metrics is None:
+            self._metrics = self._compute_metrics()
+        return dict(self._metrics)
+
+    def _compute_metrics(self) -> dict[str, float]:
         out: dict[str, float] = {f"{METRIC_PREFIX}/probe/samples": float(len(self.probe))}
         if self.probe.labels_are_classes:
             accuracy = float((self.predictions == self.probe.labels).mean())

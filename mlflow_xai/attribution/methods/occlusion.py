@@ -18,25 +18,12 @@ from mlflow_xai.attribution.parameters import check_occlusion_windows
 from mlflow_xai.errors import ProbeError
 from mlflow_xai.model.handle import ModelHandle
 
-Window = tuple[slice, ...]
-
 _BAND_ELEMENTS = 1 << 22  # an axis's band matrix is built in blocks of at most this size
 
 
 def _positions(size: int, w: int, s: int) -> list[int]:
     """Window starts on one axis as Captum places them: ceil((size - w) / s) + 1 of them."""
     return [k * s for k in range(math.ceil((size - w) / s) + 1)]
-
-
-def occlusion_windows(
-    sample_shape: tuple[int, ...], window: tuple[int, ...], strides: tuple[int, ...]
-) -> list[Window]:
-    """Windows in row-major order of their per-axis positions, the last one clipped at the input's edge."""
-    per_axis = [
-        [slice(p, min(p + w, size)) for p in _positions(size, w, s)]
-        for size, w, s in zip(sample_shape, window, strides, strict=True)
-    ]
-    return list(itertools.product(*per_axis))
 
 
 def _occluded(x: torch.Tensor, lows: torch.Tensor, window: tuple[int, ...], baseline: float) -> torch.Tensor:
@@ -68,7 +55,8 @@ def occlusion(
 ) -> torch.Tensor:
     """Attributions of ``x`` (B, *S): mean of F(x) - F(x with the window occluded) over covering windows.
 
-    Slot 0 is ``x`` itself and slot i the i-th window of ``occlusion_windows``; a pass runs at most
+    Slot 0 is ``x`` itself and slot i the i-th window, in row-major order of the per-axis positions
+    (``_positions``, the last window on an axis clipped at the input's edge); a pass runs at most
     ``windows_per_pass`` slots. A window's mask is the product of one interval per axis, so each pass
     builds its masks by broadcasting, and the drops are spread back with one band matrix per axis:
     no tensor holds a full-size mask per window. ``target`` (B,) gives (B, *S); ``target`` (B, K)
