@@ -232,32 +232,63 @@ def adaptive_integrated_gradients(
     baseline = baseline.expand_as(x)
     group = max(1, node_memory // (max_steps * x[0].numel() * x.element_size()))
     if batch > group:
+        settings = {
+            "completeness_tolerance": completeness_tolerance,
+            "step_change_tolerance": step_change_tolerance,
+            "min_steps": min_steps,
+            "max_steps": max_steps,
+            "internal_batch_size": internal_batch_size,
+            "degenerate_floor": degenerate_floor,
+            "node_memory": node_memory,
+        }
         parts = [
-            adaptive_integrated_gradients(
-                f,
-                x[start : start + group],
-                baseline[start : start + group],
-                target[start : start + group],
-                completeness_tolerance=completeness_tolerance,
-                step_change_tolerance=step_change_tolerance,
-                min_steps=min_steps,
-                max_steps=max_steps,
-                internal_batch_size=internal_batch_size,
-                degenerate_floor=degenerate_floor,
-                node_memory=node_memory,
-            )
-            for start in range(0, batch, group)
+            adaptive_integrated_gradients(f, x[rows], baseline[rows], target[rows], **settings)
+            for rows in (slice(start, start + group) for start in range(0, batch, group))
         ]
         return AdaptiveIGResult(
             *(torch.cat([getattr(p, name) for p in parts]) for name in AdaptiveIGResult.__dataclass_fields__)
         )
-    delta = x - baseline
     with torch.no_grad():
         at_input, at_baseline = f(x, target), f(baseline, target)
-    eps = torch.finfo(at_input.dtype).eps
+    densities = _path_densities(f, x, baseline, target, finest, internal_batch_size)
+    partition = _first_partition(x, densities, first, finest)
+    change, completeness, converged = _refine(
+        partition,
+        densities,
+        at_input,
+        at_baseline,
+        completeness_tolerance=completeness_tolerance,
+        step_change_tolerance=step_change_tolerance,
+        degenerate_floor=degenerate_floor,
+    )
+    return AdaptiveIGResult(
+        attributions=partition.fine.to(x.dtype).view_as(x),
+        steps=partition.node_count.to(x.device),
+        step_change_rel_l2=change,
+        step_change_spearman=spearman_rank_correlation(partition.coarse, partition.fine),
+        completeness_rel_error=completeness,
+        converged=converged,
+        output_at_input=at_input,
+        output_at_baseline=at_baseline,
+    )
+
+
+Densities = Callable[[torch.Tensor, torch.Tensor], Iterator[torch.Tensor]]
+
+
+def _path_densities(
+    f: ExplainedOutput,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    target: torch.Tensor,
+    finest: int,
+    internal_batch_size: int,
+) -> Densities:
+    """``densities(samples, positions)``: (x - x') * dF/dx at (sample, grid position) pairs, one row
+    each, in passes of ``internal_batch_size`` points; grid position j is alpha = j / finest."""
+    delta = x - baseline
 
     def densities(samples: torch.Tensor, positions: torch.Tensor) -> Iterator[torch.Tensor]:
-        """(x - x') * dF/dx at the given (sample, grid position) pairs, one row each."""
         samples_dev = samples.to(x.device)
         alphas = (positions.double() / finest).clamp(ENDPOINT_OFFSET, 1 - ENDPOINT_OFFSET)
         alphas = alphas.to(dtype=x.dtype, device=x.device)
@@ -269,8 +300,14 @@ def adaptive_integrated_gradients(
             (grads,) = torch.autograd.grad(f(points, target[b]).sum(), points)
             yield grads * step  # never in place: autograd may return an expanded gradient
 
+    return densities
+
+
+def _first_partition(x: torch.Tensor, densities: Densities, first: int, finest: int) -> _Partition:
+    """Every sample's first partition: ``first`` intervals of ``finest // first`` grid units, each
+    evaluated at both ends and its midpoint."""
+    batch = x.shape[0]
     partition = _Partition(x, finest)
-    # The first partition: m intervals of `unit` grid units, each with its midpoint.
     unit = finest // first
     positions = torch.arange(0, finest + 1, unit // 2)
     samples = torch.arange(batch).repeat_interleave(len(positions))
@@ -290,10 +327,27 @@ def adaptive_integrated_gradients(
             dim=1,
         )
     )
+    return partition
 
-    change = torch.full((batch,), float("nan"), dtype=torch.float64, device=x.device)
+
+def _refine(
+    partition: _Partition,
+    densities: Densities,
+    at_input: torch.Tensor,
+    at_baseline: torch.Tensor,
+    *,
+    completeness_tolerance: float,
+    step_change_tolerance: float,
+    degenerate_floor: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Halve the marked intervals of the samples not yet within both tolerances, until every sample
+    is or none can be refined further. Returns each sample's step change, completeness error and
+    whether it converged, as of its last check."""
+    batch, device = len(at_input), at_input.device
+    eps = torch.finfo(at_input.dtype).eps
+    change = torch.full((batch,), float("nan"), dtype=torch.float64, device=device)
     completeness = torch.full_like(change, float("nan"))
-    converged = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    converged = torch.zeros(batch, dtype=torch.bool, device=device)
     active = torch.arange(batch)
     while len(active):
         fine, coarse = partition.fine[active], partition.coarse[active]
@@ -316,15 +370,4 @@ def adaptive_integrated_gradients(
             break
         active = torch.unique(partition.leaves[marked, 0])
         partition.split(marked, densities)
-
-    attributions = partition.fine.to(x.dtype).view_as(x)
-    return AdaptiveIGResult(
-        attributions=attributions,
-        steps=partition.node_count.to(x.device),
-        step_change_rel_l2=change,
-        step_change_spearman=spearman_rank_correlation(partition.coarse, partition.fine),
-        completeness_rel_error=completeness,
-        converged=converged,
-        output_at_input=at_input,
-        output_at_baseline=at_baseline,
-    )
+    return change, completeness, converged

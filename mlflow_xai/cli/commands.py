@@ -30,6 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mlflow-xai {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo(sub)
+    _add_audit(sub)
+    _add_gate(sub)
+    _add_validate(sub)
+    return parser
+
+
+def _add_demo(sub: Any) -> None:
     demo = sub.add_parser(
         "demo",
         help="train a small CNN on synthetic shapes, log it to MLflow and audit it",
@@ -43,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the traceback of an error, and MLflow's INFO lines"
     )
 
+
+def _add_audit(sub: Any) -> None:
     run = sub.add_parser(
         "audit",
         help="audit a logged model on a probe set and gate on the result",
@@ -86,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_outputs(run)
 
+
+def _add_gate(sub: Any) -> None:
     gate = sub.add_parser(
         "gate",
         help="re-judge an audited run by a config's gate, without recomputing",
@@ -95,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--config", help="config YAML whose gate section to apply")
     _add_outputs(gate)
 
+
+def _add_validate(sub: Any) -> None:
     validate = sub.add_parser(
         "validate-config",
         help="check a config file alone",
@@ -107,7 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(occlusion windows) resolve to",
     )
     validate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-    return parser
 
 
 def _add_outputs(cmd: argparse.ArgumentParser) -> None:
@@ -299,9 +312,7 @@ def _audit_in_a_run(
     import mlflow
 
     from mlflow_xai.artifacts.write import write_artifacts
-    from mlflow_xai.checks.drift import attribution_drift, drift_metrics
     from mlflow_xai.ci.gate import judge
-    from mlflow_xai.engine.run import audit_prepared
     from mlflow_xai.tracking.log import log_report
 
     experiment_id = _experiment_id(args.experiment) if args.experiment and not args.run_id else None
@@ -315,39 +326,11 @@ def _audit_in_a_run(
     ):
         run_id = active.info.run_id
         mlflow.set_tags({"mlflow_xai.model_uri": args.model_uri, "xai.status": "running"})
-        progress = False if args.quiet else None  # a bar on a terminal, a line every ~10 s in a CI log
-        report = audit_prepared(
-            model,
-            probe,
-            config,
-            cache=caches[0],
-            probe_sha256=probe_sha256,
-            progress=progress,
-            preflight=False,  # check_audit_inputs ran before the run was opened
+        report, metrics, baseline_metrics = _audit_and_compare(
+            args, config, probe, probe_sha256, model, baseline_model, caches
         )
-        metrics = report.metrics()
-        baseline_metrics = None
-        if baseline_model is not None:
-            baseline = audit_prepared(
-                baseline_model,
-                probe,
-                config,
-                cache=caches[1],
-                probe_sha256=probe_sha256,
-                progress=progress,
-                preflight=False,
-            )
-            baseline_metrics = baseline.metrics()
-            for name, result in report.methods.items():
-                drift = attribution_drift(result.attributions, baseline.methods[name].attributions)
-                metrics.update(drift_metrics(drift, name))
         result = judge(metrics, config, baseline_metrics=baseline_metrics)
-
-        extra_files = {"gate.json": json.dumps(result.to_dict(), indent=2)}
-        if baseline_metrics is not None:
-            extra_files["baseline_metrics.json"] = json.dumps(
-                {"model_uri": args.baseline_model_uri, "metrics": baseline_metrics}, indent=2
-            )
+        extra_files = _gate_files(args, result, baseline_metrics)
         if args.output_dir:
             _write_folder_atomically(
                 report, args.output_dir, extra_files, lambda r, f: write_artifacts(r, f, gate=result)
@@ -363,6 +346,44 @@ def _audit_in_a_run(
 
         print(summary_table(metrics))
     return _finish(result, args, run_id)
+
+
+def _audit_and_compare(
+    args: argparse.Namespace,
+    config: Any,
+    probe: Any,
+    probe_sha256: str,
+    model: Any,
+    baseline_model: Any,
+    caches: list[Any],
+) -> tuple[Any, dict[str, float], dict[str, float] | None]:
+    """The audit's report and metrics; with a baseline model, its metrics too and, among the
+    audit's metrics, the attribution drift against it."""
+    from mlflow_xai.checks.drift import attribution_drift, drift_metrics
+    from mlflow_xai.engine.run import audit_prepared
+
+    progress = False if args.quiet else None  # a bar on a terminal, a line every ~10 s in a CI log
+    # check_audit_inputs ran before the run was opened: no second preflight.
+    options = {"probe_sha256": probe_sha256, "progress": progress, "preflight": False}
+    report = audit_prepared(model, probe, config, cache=caches[0], **options)
+    metrics = report.metrics()
+    if baseline_model is None:
+        return report, metrics, None
+    baseline = audit_prepared(baseline_model, probe, config, cache=caches[1], **options)
+    for name, result in report.methods.items():
+        drift = attribution_drift(result.attributions, baseline.methods[name].attributions)
+        metrics.update(drift_metrics(drift, name))
+    return report, metrics, baseline.metrics()
+
+
+def _gate_files(args: argparse.Namespace, result: Any, baseline_metrics: dict[str, float] | None) -> dict:
+    """The files logged beside the artifacts: the gate's result and the baseline model's metrics."""
+    extra_files = {"gate.json": json.dumps(result.to_dict(), indent=2)}
+    if baseline_metrics is not None:
+        extra_files["baseline_metrics.json"] = json.dumps(
+            {"model_uri": args.baseline_model_uri, "metrics": baseline_metrics}, indent=2
+        )
+    return extra_files
 
 
 def _experiment_id(name: str) -> str:

@@ -85,25 +85,7 @@ def load_probe(
             "labels and feature_names go with an array of inputs; other probe sources carry their own"
         )
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if path.is_dir():
-            return load_image_folder(path, preprocess, limit=limit, class_index=config.class_index)
-        if path.suffix == ".npy":
-            if preprocess is None:
-                return load_npz(path)  # memory-mapped, used as it is
-            array = read_npy(path)
-            return _from_arrays(array, None, None, None, preprocess)
-        if path.suffix == ".npz" and preprocess is not None:
-            with open_npz(path, _NPZ_ARRAYS) as data:
-                arrays = {k: npz_member(data, k, path, _NPZ_ARRAYS) for k in data.files}
-            return _from_arrays(
-                _pick(arrays, _INPUT_KEYS, f"probe file {str(path)!r}"),
-                _pick(arrays, _LABEL_KEYS),
-                _pick(arrays, _MASK_KEYS),
-                _pick(arrays, _ID_KEYS),
-                preprocess,
-            )
-        return load_npz(path)
+        return _load_path(Path(source), config, limit)
     if isinstance(source, torch.Tensor):
         source = _to_numpy(source, "probe inputs")
     if isinstance(source, np.ndarray):
@@ -116,6 +98,29 @@ def load_probe(
         f"cannot read a probe set from {type(source).__name__}; give a ProbeSet, a numpy array, a "
         ".npy/.npz file, an image folder (one subfolder per class), a torch Dataset or a DataLoader"
     )
+
+
+def _load_path(path: Path, config: ProbeConfig, limit: int | None) -> ProbeSet:
+    """A probe set from an image folder, a ``.npy`` or a ``.npz`` file; a file that needs no
+    preprocessing stays memory-mapped."""
+    preprocess = config.preprocess
+    if path.is_dir():
+        return load_image_folder(path, preprocess, limit=limit, class_index=config.class_index)
+    if path.suffix == ".npy":
+        if preprocess is None:
+            return load_npz(path)  # memory-mapped, used as it is
+        return _from_arrays(read_npy(path), None, None, None, preprocess)
+    if path.suffix == ".npz" and preprocess is not None:
+        with open_npz(path, _NPZ_ARRAYS) as data:
+            arrays = {k: npz_member(data, k, path, _NPZ_ARRAYS) for k in data.files}
+        return _from_arrays(
+            _pick(arrays, _INPUT_KEYS, f"probe file {str(path)!r}"),
+            _pick(arrays, _LABEL_KEYS),
+            _pick(arrays, _MASK_KEYS),
+            _pick(arrays, _ID_KEYS),
+            preprocess,
+        )
+    return load_npz(path)
 
 
 def _not_a_folder(source: Any) -> str:
@@ -301,28 +306,8 @@ def load_image_folder(
             f"image folder {str(root)!r} has no class subfolders; lay it out as "
             f"{root}/<class name>/<image file>, one subfolder per class"
         )
-    if class_index is None:
-        label_of = {name: position for position, name in enumerate(classes)}
-    else:
-        missing = [name for name in classes if name not in class_index]
-        if missing:
-            raise ConfigError(
-                f"probe.class_index does not name {len(missing)} of the {len(classes)} class folders of "
-                f"{str(root)!r}: {_few(missing)}; it must give the model's class index of every class "
-                f"folder (it names folders such as {_few(sorted(class_index), 3)})"
-            )
-        label_of = {name: class_index[name] for name in classes}
-    files: list[tuple[Path, int]] = []
-    for name in classes:
-        found = sorted(
-            p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
-        if not found:
-            raise ProbeError(
-                f"class folder {name!r} of {str(root)!r} has no image file; allowed extensions: "
-                f"{', '.join(IMAGE_EXTENSIONS)}"
-            )
-        files.extend((p, label_of[name]) for p in found)
+    label_of = _folder_labels(root, classes, class_index)
+    files = _image_files(root, classes, label_of)
     if limit is not None:
         files = files[:limit]
 
@@ -348,6 +333,36 @@ def load_image_folder(
         class_names={label: name for name, label in label_of.items()},
         label_source=FOLDER_ORDER if class_index is None else CLASS_INDEX,
     )
+
+
+def _folder_labels(root: Path, classes: list[str], class_index: Mapping[str, int] | None) -> dict[str, int]:
+    """Each class folder's label: its ``class_index`` entry, or its position in sorted order."""
+    if class_index is None:
+        return {name: position for position, name in enumerate(classes)}
+    missing = [name for name in classes if name not in class_index]
+    if missing:
+        raise ConfigError(
+            f"probe.class_index does not name {len(missing)} of the {len(classes)} class folders of "
+            f"{str(root)!r}: {_few(missing)}; it must give the model's class index of every class "
+            f"folder (it names folders such as {_few(sorted(class_index), 3)})"
+        )
+    return {name: class_index[name] for name in classes}
+
+
+def _image_files(root: Path, classes: list[str], label_of: Mapping[str, int]) -> list[tuple[Path, int]]:
+    """(image file, label) of every class folder, in sorted order; a class folder without one fails."""
+    files: list[tuple[Path, int]] = []
+    for name in classes:
+        found = sorted(
+            p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if not found:
+            raise ProbeError(
+                f"class folder {name!r} of {str(root)!r} has no image file; allowed extensions: "
+                f"{', '.join(IMAGE_EXTENSIONS)}"
+            )
+        files.extend((p, label_of[name]) for p in found)
+    return files
 
 
 def _few(names: Sequence[str], shown: int = 5) -> str:
@@ -430,6 +445,51 @@ def _is_pil_image(value: Any) -> bool:
     return isinstance(value, Image.Image)
 
 
+class _Spill:
+    """Raw inputs and masks gathered into chunks, each preprocessed and appended to a spill file."""
+
+    def __init__(self, preprocess: PreprocessConfig | None) -> None:
+        self.preprocess = preprocess
+        self.writers = {"inputs": SpillWriter("inputs"), "masks": SpillWriter("masks")}
+        self.pending: dict[str, list[np.ndarray]] = {"inputs": [], "masks": []}
+        self.pending_bytes = 0
+
+    def add(self, x: np.ndarray, mask: np.ndarray | None) -> None:
+        first = self.pending["inputs"][0] if self.pending["inputs"] else None
+        if first is not None and (x.shape != first.shape or x.dtype != first.dtype):
+            self.flush()  # raw sizes may differ when resize evens them out; else the writer says which
+        self.pending["inputs"].append(x)
+        self.pending_bytes += x.nbytes
+        if mask is not None:
+            self.pending["masks"].append(mask)
+        if self.pending_bytes >= CHUNK_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending["inputs"]:
+            raw = np.stack(self.pending["inputs"])
+            self.writers["inputs"].append(preprocess_batch(raw, self.preprocess))
+        if self.pending["masks"]:
+            masks = np.stack(self.pending["masks"]).astype(bool)
+            self.writers["masks"].append(preprocess_masks(masks, self.preprocess))
+        self.pending["inputs"], self.pending["masks"], self.pending_bytes = [], [], 0
+
+    def finish(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        self.flush()
+        return self.writers["inputs"].finish(), self.writers["masks"].finish()
+
+    def discard(self) -> None:
+        for writer in self.writers.values():
+            writer.discard()
+
+
+def _label(y: Any, count: int) -> int:
+    y = _to_numpy(y, "probe labels")
+    if y.ndim != 0 or not np.issubdtype(y.dtype, np.integer):
+        raise ProbeError(f"probe sample {count} has label {y!r}; a label must be one integer class index")
+    return int(y)
+
+
 def _from_items(
     items: Iterable[Any],
     preprocess: PreprocessConfig | None,
@@ -439,58 +499,29 @@ def _from_items(
     label_source: str | None = None,
 ) -> ProbeSet:
     """Stream samples into spill files, preprocessing them a chunk at a time."""
-    writers = {"inputs": SpillWriter("inputs"), "masks": SpillWriter("masks")}
+    spill = _Spill(preprocess)
     labels: list[int] = []
     ids: list[str] = []
-    has_label = has_mask = has_id = None
-    pending: dict[str, list[np.ndarray]] = {"inputs": [], "masks": []}
-    pending_bytes = 0
-    count = 0
-
-    def flush() -> None:
-        nonlocal pending_bytes
-        if pending["inputs"]:
-            raw = np.stack(pending["inputs"])
-            writers["inputs"].append(preprocess_batch(raw, preprocess))
-        if pending["masks"]:
-            writers["masks"].append(preprocess_masks(np.stack(pending["masks"]).astype(bool), preprocess))
-        pending["inputs"], pending["masks"], pending_bytes = [], [], 0
-
+    carried = None  # which of label, mask and id the first sample carries
     try:
-        for item in items if limit is None else islice(items, limit):  # never fetch one more
+        for count, item in enumerate(items if limit is None else islice(items, limit)):  # no extra fetch
             x, y, m, i = _fields(item, "probe sample")
-            x = _to_numpy(x, "probe inputs")
-            first = pending["inputs"][0] if pending["inputs"] else None
-            if first is not None and (x.shape != first.shape or x.dtype != first.dtype):
-                flush()  # raw sizes may differ when resize evens them out; else the writer says which
-            if has_label is None:
-                has_label, has_mask, has_id = y is not None, m is not None, i is not None
-            if (y is not None, m is not None, i is not None) != (has_label, has_mask, has_id):
+            if carried is None:
+                carried = (y is not None, m is not None, i is not None)
+            if (y is not None, m is not None, i is not None) != carried:
                 raise ProbeError(
                     f"probe sample {count} differs from the first in which of label, mask and id it "
                     "carries; every sample must carry the same ones"
                 )
-            pending["inputs"].append(x)
-            pending_bytes += x.nbytes
+            spill.add(_to_numpy(x, "probe inputs"), None if m is None else _to_numpy(m, "probe masks"))
             if y is not None:
-                y = _to_numpy(y, "probe labels")
-                if y.ndim != 0 or not np.issubdtype(y.dtype, np.integer):
-                    raise ProbeError(
-                        f"probe sample {count} has label {y!r}; a label must be one integer class index"
-                    )
-                labels.append(int(y))
-            if m is not None:
-                pending["masks"].append(_to_numpy(m, "probe masks"))
+                labels.append(_label(y, count))
             if i is not None:
                 ids.append(str(i))
-            count += 1
-            if pending_bytes >= CHUNK_BYTES:
-                flush()
-        flush()
-        inputs = writers["inputs"].finish()
-        masks = writers["masks"].finish()
+        inputs, masks = spill.finish()
         if inputs is None:
             raise ProbeError("the probe set is empty: it needs at least one sample")
+        has_label, _, has_id = carried
         probe = ProbeSet(
             inputs,
             np.asarray(labels, dtype=np.int64) if has_label else None,
@@ -500,8 +531,7 @@ def _from_items(
             label_source=label_source,
         )
     except BaseException:
-        for writer in writers.values():
-            writer.discard()
+        spill.discard()
         raise
     keep_alive(probe, inputs)
     keep_alive(probe, masks)
