@@ -324,14 +324,7 @@ def attribution_sheet(
     if display is None:
         display = ImageDisplay.for_range(*finite_range(images), over="the images of this sheet")
     cmap, heat_label = _SIGN_STYLE[sign]
-    if color_scale is not None:
-        scale_note = f"fixed colour scale {color_scale:g}"
-    elif outlier_perc > 0:
-        scale_note = (
-            f"per-image colour scale, the largest values holding {outlier_perc:g}% of |attribution| saturate"
-        )
-    else:
-        scale_note = "per-image colour scale, to the largest value"
+    scale_note = _scale_note(color_scale, outlier_perc)
     titles = {**_COLUMN_TITLES, "heat_map": f"{heat_label}, channel sum"}
     fig, axes = plt.subplots(n, len(columns), figsize=(2.5 * len(columns), 2.4 * n + 1.0), squeeze=False)
     fig.suptitle(f"{title}\nsign: {sign}, {scale_note}\ninput: {display.description}", fontsize=9)
@@ -341,17 +334,7 @@ def attribution_sheet(
         limits = colour_limits(heat, sign, color_scale, outlier_perc)
         norm = normalised_map(heat, limits)
         for ax, column in zip(axes[i], columns, strict=True):
-            if column == "original_image":
-                ax.imshow(image)
-            elif column == "heat_map":
-                ax.imshow(heat_rgba(heat, sign, color_scale, outlier_perc))
-            elif column == "blended_heat_map":
-                ax.imshow(image.mean(axis=-1), cmap="gray", vmin=0.0, vmax=1.0)
-                ax.imshow(heat, cmap=cmap, vmin=limits[0], vmax=limits[1], alpha=ALPHA_OVERLAY)
-            elif column == "masked_image":
-                ax.imshow(masked_image(image, norm))
-            else:
-                ax.imshow(alpha_scaled_image(image, norm))
+            _panel(ax, column, image, heat, norm, limits, cmap, sign, color_scale, outlier_perc)
             if column in ("heat_map", "blended_heat_map"):
                 _colour_bar(fig, ax, heat, limits, cmap)
             if masks is not None:
@@ -365,6 +348,42 @@ def attribution_sheet(
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def _scale_note(color_scale: float | None, outlier_perc: float) -> str:
+    """How the sheet's heat maps are scaled, for its title."""
+    if color_scale is not None:
+        return f"fixed colour scale {color_scale:g}"
+    if outlier_perc > 0:
+        held = f"{outlier_perc:g}% of |attribution|"
+        return f"per-image colour scale, the largest values holding {held} saturate"
+    return "per-image colour scale, to the largest value"
+
+
+def _panel(
+    ax: plt.Axes,
+    column: str,
+    image: np.ndarray,
+    heat: np.ndarray,
+    norm: np.ndarray,
+    limits: tuple[float, float],
+    cmap: str,
+    sign: str,
+    color_scale: float | None,
+    outlier_perc: float,
+) -> None:
+    """Draw one panel of a sheet row: one of Captum's visualisation methods."""
+    if column == "original_image":
+        ax.imshow(image)
+    elif column == "heat_map":
+        ax.imshow(heat_rgba(heat, sign, color_scale, outlier_perc))
+    elif column == "blended_heat_map":
+        ax.imshow(image.mean(axis=-1), cmap="gray", vmin=0.0, vmax=1.0)
+        ax.imshow(heat, cmap=cmap, vmin=limits[0], vmax=limits[1], alpha=ALPHA_OVERLAY)
+    elif column == "masked_image":
+        ax.imshow(masked_image(image, norm))
+    else:
+        ax.imshow(alpha_scaled_image(image, norm))
 
 
 def _colour_bar(fig: Figure, ax: plt.Axes, heat: np.ndarray, limits: tuple[float, float], cmap: str) -> None:

@@ -65,6 +65,15 @@ class ProbeSet:
     label_source: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_inputs()
+        n = len(self.inputs)
+        self._check_labels(n)
+        self._check_masks(n)
+        self._check_ids(n)
+        self._check_feature_names()
+        self._check_classes()
+
+    def _check_inputs(self) -> None:
         x = self.inputs
         if not isinstance(x, np.ndarray):
             raise ProbeError(f"probe inputs must be a numpy array, got {type(x).__name__}")
@@ -86,7 +95,8 @@ class ProbeSet:
         release_pages(x)
         if bad:
             raise ProbeError(f"probe inputs contain NaN or Inf in {bad} sample(s); all values must be finite")
-        n = len(x)
+
+    def _check_labels(self, n: int) -> None:
         if self.labels is not None:
             labels = np.asarray(self.labels)
             if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
@@ -95,6 +105,9 @@ class ProbeSet:
                     f"of {labels.dtype}"
                 )
             object.__setattr__(self, "labels", labels.astype(np.int64))
+
+    def _check_masks(self, n: int) -> None:
+        x = self.inputs
         if self.masks is not None:
             masks = self.masks if isinstance(self.masks, np.ndarray) else np.asarray(self.masks)
             if masks.ndim < 2 or len(masks) != n or masks.shape[1:] != x.shape[-masks.ndim + 1 :]:
@@ -107,6 +120,8 @@ class ProbeSet:
                     raise ProbeError(f"probe masks must be boolean or 0/1 integers, got {masks.dtype}")
                 masks = masks.astype(bool)
             object.__setattr__(self, "masks", masks)
+
+    def _check_ids(self, n: int) -> None:
         if self.ids is None:
             object.__setattr__(self, "ids", np.array([f"{i:06d}" for i in range(n)]))
         else:
@@ -116,6 +131,9 @@ class ProbeSet:
             if len(set(ids.tolist())) != n:
                 raise ProbeError("probe ids must be unique")
             object.__setattr__(self, "ids", ids)
+
+    def _check_feature_names(self) -> None:
+        x = self.inputs
         if self.feature_names is not None:
             names = tuple(str(name) for name in self.feature_names)
             if x.ndim != 2 or len(names) != x.shape[1]:
@@ -126,7 +144,6 @@ class ProbeSet:
             if len(set(names)) != len(names):
                 raise ProbeError("feature_names must be unique")
             object.__setattr__(self, "feature_names", names)
-        self._check_classes()
 
     def _check_classes(self) -> None:
         if self.label_source is not None:
