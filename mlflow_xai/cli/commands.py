@@ -13,6 +13,7 @@ import logging
 import shlex
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +287,8 @@ def _audit(args: argparse.Namespace) -> int:
         for cache in caches:
             cache.clear()
     try:
-        return _audit_in_a_run(args, config, probe, probe_sha256, model, baseline_model, caches, quiet_ray)
+        checked = _Checked(config, probe, probe_sha256, model, baseline_model, caches)
+        return _audit_in_a_run(args, checked, quiet_ray)
     except BaseException:
         kept = sum(len(cache) for cache in caches)
         if kept:
@@ -299,16 +301,19 @@ def _audit(args: argparse.Namespace) -> int:
         raise
 
 
-def _audit_in_a_run(
-    args: argparse.Namespace,
-    config: Any,
-    probe: Any,
-    probe_sha256: str,
-    model: Any,
-    baseline_model: Any,
-    caches: list[Any],
-    quiet_ray: Any,
-) -> int:
+@dataclass(frozen=True)
+class _Checked:
+    """What ``mlflow-xai audit`` checked before opening a run: config, probe set, models, caches."""
+
+    config: Any
+    probe: Any
+    probe_sha256: str
+    model: Any
+    baseline_model: Any
+    caches: list[Any]
+
+
+def _audit_in_a_run(args: argparse.Namespace, checked: _Checked, quiet_ray: Any) -> int:
     import mlflow
 
     from mlflow_xai.artifacts.write import write_artifacts
@@ -326,10 +331,8 @@ def _audit_in_a_run(
     ):
         run_id = active.info.run_id
         mlflow.set_tags({"mlflow_xai.model_uri": args.model_uri, "xai.status": "running"})
-        report, metrics, baseline_metrics = _audit_and_compare(
-            args, config, probe, probe_sha256, model, baseline_model, caches
-        )
-        result = judge(metrics, config, baseline_metrics=baseline_metrics)
+        report, metrics, baseline_metrics = _audit_and_compare(args, checked)
+        result = judge(metrics, checked.config, baseline_metrics=baseline_metrics)
         extra_files = _gate_files(args, result, baseline_metrics)
         if args.output_dir:
             _write_folder_atomically(
@@ -339,7 +342,7 @@ def _audit_in_a_run(
         log_report(
             report, run_id, extra_metrics=metrics, extra_files=extra_files, extra_tags=tags, gate=result
         )
-    for cache in caches:
+    for cache in checked.caches:
         cache.remove()  # a finished audit needs no resuming
     if not args.quiet:
         from mlflow_xai.cli.console import summary_table
@@ -349,13 +352,7 @@ def _audit_in_a_run(
 
 
 def _audit_and_compare(
-    args: argparse.Namespace,
-    config: Any,
-    probe: Any,
-    probe_sha256: str,
-    model: Any,
-    baseline_model: Any,
-    caches: list[Any],
+    args: argparse.Namespace, checked: _Checked
 ) -> tuple[Any, dict[str, float], dict[str, float] | None]:
     """The audit's report and metrics; with a baseline model, its metrics too and, among the
     audit's metrics, the attribution drift against it."""
@@ -364,12 +361,13 @@ def _audit_and_compare(
 
     progress = False if args.quiet else None  # a bar on a terminal, a line every ~10 s in a CI log
     # check_audit_inputs ran before the run was opened: no second preflight.
-    options = {"probe_sha256": probe_sha256, "progress": progress, "preflight": False}
-    report = audit_prepared(model, probe, config, cache=caches[0], **options)
+    options = {"probe_sha256": checked.probe_sha256, "progress": progress, "preflight": False}
+    probe, config, caches = checked.probe, checked.config, checked.caches
+    report = audit_prepared(checked.model, probe, config, cache=caches[0], **options)
     metrics = report.metrics()
-    if baseline_model is None:
+    if checked.baseline_model is None:
         return report, metrics, None
-    baseline = audit_prepared(baseline_model, probe, config, cache=caches[1], **options)
+    baseline = audit_prepared(checked.baseline_model, probe, config, cache=caches[1], **options)
     for name, result in report.methods.items():
         drift = attribution_drift(result.attributions, baseline.methods[name].attributions)
         metrics.update(drift_metrics(drift, name))

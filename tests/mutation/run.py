@@ -12,7 +12,7 @@ mutmut leaves decorated functions alone (all but @staticmethod and @classmethod)
 ``quadrature._cached`` (@lru_cache) and properties such as ``GateResult.status`` are in no score.
 
 Usage: python tests/mutation/run.py [MODULE ...] [--tests TEST_FILE ...] [--fail-under PERCENT]
-(a MODULE is a path such as mlflow_xai/gate.py or just its stem, gate; default: all of them; --tests
+(a MODULE is a path such as mlflow_xai/ci/gate.py or just its stem, gate; default: all of them; --tests
 judges the modules named by these test files instead of their own, e.g. to score the tests of before)
 """
 
