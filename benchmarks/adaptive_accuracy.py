@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import time
 
-import mlflow_xai.attribution.adaptive as adaptive
 import torch
 import torch.nn as nn
 from _allocator import add_allocator_option, set_allocator
 
+import mlflow_xai.attribution.adaptive as adaptive
 from mlflow_xai.attribution.adaptive import adaptive_integrated_gradients
 from mlflow_xai.attribution.methods.integrated_gradients import integrated_gradients
 from mlflow_xai.checks.convergence import step_change_rel_l2

@@ -42,14 +42,13 @@ def write_probe(path: Path, n: int, size: int) -> None:
 def child(path: str, steps: int, size: int, keep_pages: bool) -> None:
     import torch
 
-    from mlflow_xai.distributed import ray
-    from mlflow_xai.engine import accumulate, run
-    from mlflow_xai.probe import loaders, probe_set
     from mlflow_xai.datasets.cnn import ShapesCNN
-    from mlflow_xai.engine import audit
+    from mlflow_xai.distributed import ray
+    from mlflow_xai.engine import accumulate, audit, run
+    from mlflow_xai.probe import loaders, memory, probe_set
 
     if keep_pages:  # for comparison: mapped pages stay resident once read or written
-        for module in (accumulate, run, ray, loaders, probe_set):
+        for module in (accumulate, run, ray, loaders, memory, probe_set):
             module.release_pages = lambda array: None
 
     torch.manual_seed(0)

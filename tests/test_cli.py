@@ -348,7 +348,7 @@ def test_demo_with_a_bad_config_exits_2_before_training(tracking_store, tmp_path
 
 def test_an_experiment_created_by_a_concurrent_audit_is_taken_not_an_error(tracking_store, monkeypatch):
     # The race of two audits started at once: both look the experiment up before either creates it.
-    from mlflow_xai.cli.commands import _experiment_id
+    from mlflow_xai.cli.audit import _experiment_id
 
     existing = MlflowClient().create_experiment("raced")  # the other audit won the race
     lookup = MlflowClient.get_experiment_by_name

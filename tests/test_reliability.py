@@ -35,7 +35,7 @@ def test_upload_that_keeps_failing_raises_the_last_error():
 
 def test_output_dir_is_replaced_whole_or_not_at_all(small_cnn, shapes16, tmp_path):
     from mlflow_xai.artifacts import write_artifacts
-    from mlflow_xai.cli.commands import _write_folder_atomically
+    from mlflow_xai.cli.audit import _write_folder_atomically
 
     _, probe = shapes16
     report = audit(small_cnn, probe.images[:3], {"methods": {"integrated_gradients": {"n_steps": 4}}})

@@ -5,10 +5,7 @@ May import: ``config``, ``report``, ``checks``, the method registry of ``attribu
 engine: a gate judges metrics, wherever they came from.
 """
 
-from mlflow_xai.checks.drift import (
-    attribution_drift,
-    drift_metrics,
-)
+from mlflow_xai.checks.drift import attribution_drift, drift_metrics
 from mlflow_xai.ci.gate import (
     LEVELS,
     GateCheck,
@@ -18,12 +15,7 @@ from mlflow_xai.ci.gate import (
     judge,
     per_target,
 )
-from mlflow_xai.ci.publish import (
-    github_annotations,
-    junit_xml,
-    markdown_summary,
-    publish,
-)
+from mlflow_xai.ci.publish import github_annotations, junit_xml, markdown_summary, publish
 
 __all__ = [
     "GateCheck",

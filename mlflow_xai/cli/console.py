@@ -1,7 +1,10 @@
-"""What the command line prints: the metrics as a table.
+"""What the command line prints: the metrics as a table, and the gate's checks and verdict.
 """
 
 from __future__ import annotations
+
+import argparse
+from typing import Any
 
 
 def summary_table(metrics: dict[str, float]) -> str:
@@ -26,3 +29,25 @@ def summary_table(metrics: dict[str, float]) -> str:
             f"{m.get('seconds', 0.0):>10.1f}"
         )
     return "\n".join(lines)
+
+
+def finish(result: Any, args: argparse.Namespace, run_id: str) -> int:
+    from mlflow_xai.ci.publish import publish
+
+    for line in publish(result, junit=args.junit, summary=args.summary, run_id=run_id):
+        print(line)
+    if not args.quiet:
+        for check in result.checks:
+            print(f"  {check.level.upper():<5} {check.name}: {check.message}")
+        if result.status == "unchecked":
+            print(
+                "  nothing was checked: no method with a check ran and the config has no gate section; "
+                "masks and metrics are logged for review"
+            )
+        print(f"gate: {result.status}   run: {run_id}")
+    return result.exit_code
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if text else type(exc).__name__

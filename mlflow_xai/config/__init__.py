@@ -34,27 +34,11 @@ from mlflow_xai.attribution.parameters import (
     ShapleyValueSamplingConfig,
     check_occlusion_windows,
 )
-from mlflow_xai.attribution.parameters import (
-    RULES as INTEGRATION_RULES,
-)
-from mlflow_xai.config.audit_config import (
-    OUTPUTS,
-    AuditConfig,
-    MethodsConfig,
-)
-from mlflow_xai.config.classes import (
-    CLASS_INDEX_LAYOUTS,
-    class_index_of,
-    read_class_index,
-    read_class_names,
-)
-from mlflow_xai.config.loading import (
-    dump_config,
-    load_config,
-)
-from mlflow_xai.config.messages import (
-    format_validation_error,
-)
+from mlflow_xai.attribution.parameters import RULES as INTEGRATION_RULES
+from mlflow_xai.config.audit_config import OUTPUTS, AuditConfig, MethodsConfig
+from mlflow_xai.config.classes import CLASS_INDEX_LAYOUTS, class_index_of, read_class_index, read_class_names
+from mlflow_xai.config.loading import dump_config, load_config
+from mlflow_xai.config.messages import format_validation_error
 from mlflow_xai.config.sections import (
     ArtifactsConfig,
     ChecksConfig,
@@ -67,17 +51,8 @@ from mlflow_xai.config.sections import (
     ThresholdConfig,
     check_display_channels,
 )
-from mlflow_xai.config.targets import (
-    Target,
-    TopTargets,
-    target_entries,
-    target_slots,
-)
-from mlflow_xai.strict import (
-    NonNegativeFloat,
-    PositiveInt,
-    keys_of_kind,
-)
+from mlflow_xai.config.targets import Target, TopTargets, target_entries, target_slots
+from mlflow_xai.strict import NonNegativeFloat, PositiveInt, keys_of_kind
 
 __all__ = [
     "DeconvolutionConfig",

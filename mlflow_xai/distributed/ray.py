@@ -31,7 +31,8 @@ from mlflow_xai.engine.cache import BatchCache
 from mlflow_xai.engine.progress import AuditProgress
 from mlflow_xai.engine.run import audit_prepared
 from mlflow_xai.errors import ConfigError, ModelError
-from mlflow_xai.probe.probe_set import ProbeSet, release_pages
+from mlflow_xai.probe.memory import release_pages
+from mlflow_xai.probe.probe_set import ProbeSet
 from mlflow_xai.report.audit_report import AuditReport
 
 _SEP = "|"  # column names: "<method>|values", "<method>|extra|<key>", as in a cached BatchResult

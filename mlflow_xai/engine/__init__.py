@@ -9,26 +9,10 @@ May import: ``config``, ``probe``, ``model``, ``attribution``, ``checks``, ``rep
 ``distributed`` or ``artifacts``: the engine runs and is tested without a tracking server.
 """
 
-from mlflow_xai.engine.accumulate import (
-    BatchAccumulator,
-)
-from mlflow_xai.engine.batch import (
-    BatchAttributor,
-    BatchResult,
-    MethodBatch,
-    resolve_targets,
-)
-from mlflow_xai.engine.cache import (
-    BatchCache,
-    default_cache_dir,
-    model_fingerprint,
-)
-from mlflow_xai.engine.executors import (
-    EXECUTORS,
-    Executor,
-    LocalExecutor,
-    executor_for,
-)
+from mlflow_xai.engine.accumulate import BatchAccumulator
+from mlflow_xai.engine.batch import BatchAttributor, BatchResult, MethodBatch, resolve_targets
+from mlflow_xai.engine.cache import BatchCache, default_cache_dir, model_fingerprint
+from mlflow_xai.engine.executors import EXECUTORS, Executor, LocalExecutor, executor_for
 from mlflow_xai.engine.run import (
     IG_FIGURE_STEPS,
     audit,

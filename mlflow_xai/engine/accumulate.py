@@ -11,7 +11,8 @@ import torch
 from mlflow_xai.checks.completeness import CompletenessResult
 from mlflow_xai.config.audit_config import AuditConfig
 from mlflow_xai.engine.batch import BatchAttributor, BatchResult
-from mlflow_xai.probe.probe_set import ProbeSet, release_pages
+from mlflow_xai.probe.memory import release_pages
+from mlflow_xai.probe.probe_set import ProbeSet
 from mlflow_xai.report.audit_report import MethodResult
 
 

@@ -32,7 +32,8 @@ from mlflow_xai.engine.progress import AuditProgress
 from mlflow_xai.errors import ConfigError, ModelError, ProbeError
 from mlflow_xai.model.handle import ModelHandle
 from mlflow_xai.probe.loaders import load_probe
-from mlflow_xai.probe.probe_set import FOLDER_ORDER, ProbeSet, release_pages
+from mlflow_xai.probe.memory import release_pages
+from mlflow_xai.probe.probe_set import FOLDER_ORDER, ProbeSet
 from mlflow_xai.report.audit_report import AuditReport
 
 

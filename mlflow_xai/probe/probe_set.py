@@ -8,23 +8,15 @@ hashing and sampling never hold more than ``CHUNK_ROWS`` samples at once.
 from __future__ import annotations
 
 import hashlib
-import mmap
-import shutil
-import tempfile
-import weakref
-import zipfile
-import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mlflow_xai.errors import ProbeError
+from mlflow_xai.probe.memory import CHUNK_ROWS, SpillWriter, _chunks, keep_alive, release_pages
 
-CHUNK_ROWS = 1024  # samples read at once by validation, hashing and copying
 SAMPLINGS = ("first", "random", "stratified")
 #: Where a probe's labels came from, when not with the data itself (``ProbeSet.label_source``).
 FOLDER_ORDER = "folder_order"  # an image folder's sorted folder positions: not known to be the model's
@@ -263,128 +255,9 @@ class ProbeSet:
     @classmethod
     def from_npz(cls, path: str | Path) -> ProbeSet:
         """Load a ``.npz`` or ``.npy`` probe file as it is (no preprocessing); see ``load_npz``."""
+        from mlflow_xai.probe.files import load_npz  # files builds ProbeSets: imported when used
+
         return load_npz(path)
-
-
-def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
-    """A ``.npy`` file of inputs (memory-mapped), or a ``.npz`` with ``inputs`` (or ``x``/``images``)
-    and optional ``labels``/``y``, ``masks``, ``ids`` and ``feature_names``.
-
-    A ``.npz`` member cannot be mapped (it may be compressed): it is read once, in full. Use a
-    ``.npy`` file for a probe set larger than memory.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ProbeError(f"probe file {str(path)!r} does not exist")
-    if path.suffix == ".npy":
-        return ProbeSet(read_npy(path, mmap=mmap))
-    if path.suffix != ".npz":
-        raise ProbeError(f"probe file {str(path)!r} must be .npz or .npy")
-    with open_npz(path) as data:
-        keys = set(data.files)
-
-        def pick(*names: str) -> np.ndarray | None:
-            for name in names:
-                if name in keys:
-                    return npz_member(data, name, path)
-            return None
-
-        inputs = pick("inputs", "x", "images")
-        if inputs is None:
-            raise ProbeError(
-                f"probe file {str(path)!r} has arrays {sorted(keys)}; it needs one named "
-                "'inputs' (or 'x' or 'images'), with optional 'labels', 'masks', 'ids' and 'feature_names'"
-            )
-        names = pick("feature_names")
-        return ProbeSet(
-            inputs, pick("labels", "y"), pick("masks"), pick("ids"), None if names is None else tuple(names)
-        )
-
-
-# What numpy and zipfile raise on a file that is not what its name says: text, truncated, damaged.
-_UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
-#: The arrays ``load_npz`` looks for, as its refusals name them.
-NPZ_ARRAYS = (
-    "numeric arrays named 'inputs' (or 'x' or 'images') and optional 'labels' (or 'y'), 'masks', "
-    "'ids' and 'feature_names' (these two may be strings)"
-)
-
-
-def unreadable(path: Path, why: str, arrays: str = NPZ_ARRAYS) -> ProbeError:
-    """The one refusal of a probe file numpy cannot read as numbers, with what is allowed instead.
-
-    numpy's own messages are never passed on: for a text or damaged file they advise loading it
-    "unsafely", which would run whatever code the file holds.
-    """
-    if path.suffix == ".npy":
-        allowed = "a probe .npy file is one numeric array of inputs (N, ...), as numpy.save writes it"
-    else:
-        allowed = f"a probe .npz file is written by numpy.savez (or numpy.savez_compressed) with {arrays}"
-    return ProbeError(f"probe file {str(path)!r} is not a readable {path.suffix} file ({why}); {allowed}")
-
-
-@contextmanager
-def open_npz(path: Path, arrays: str = NPZ_ARRAYS) -> Iterator[Any]:
-    """An open ``.npz`` archive (numpy's ``NpzFile``), closed on exit; anything else is refused."""
-    with open(path, "rb") as fh:
-        head = fh.read(len(np.lib.format.MAGIC_PREFIX))
-    if head == np.lib.format.MAGIC_PREFIX:
-        raise unreadable(path, "it is one .npy array, not an archive of them: name it .npy", arrays)
-    if not head.startswith(_ZIP_MAGIC):
-        raise unreadable(path, "it is not a zip archive of .npy arrays", arrays)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except _UNREADABLE:
-        raise unreadable(path, "it is truncated or damaged", arrays) from None
-    try:
-        yield data
-    finally:
-        data.close()
-
-
-def read_npy(path: Path, *, mmap: bool = True) -> np.ndarray:
-    """A numeric ``.npy`` array (memory-mapped with ``mmap``); Python objects are never loaded."""
-    with open(path, "rb") as fh:
-        if fh.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
-            raise unreadable(path, "it is not a .npy array")
-        fh.seek(0)
-        objects = _holds_objects(fh)
-    if objects:
-        raise unreadable(path, "it holds Python objects: it is not a plain numeric .npy array")
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except _UNREADABLE:
-        raise unreadable(path, "it is truncated or damaged") from None
-
-
-def npz_member(data: Any, name: str, path: Path, arrays: str = NPZ_ARRAYS) -> np.ndarray:
-    """One array of an open ``.npz``; an array of Python objects is refused, never loaded."""
-    member = name if name in data.zip.namelist() else f"{name}.npy"  # numpy's own lookup
-    try:
-        with data.zip.open(member) as fh:
-            objects = _holds_objects(fh)
-        value = None if objects else data[name]
-    except _UNREADABLE:
-        objects, value = False, None
-    if objects:
-        raise unreadable(path, f"array {name!r} holds Python objects, not numbers", arrays)
-    if not isinstance(value, np.ndarray):  # numpy hands back the raw bytes of a member that is not .npy
-        raise unreadable(path, f"array {name!r} is truncated, damaged or not a .npy array", arrays)
-    return value
-
-
-def _holds_objects(fh: Any) -> bool:
-    """Whether a ``.npy`` stream's header declares Python objects; only the header is read."""
-    try:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            header = np.lib.format.read_array_header_1_0(fh)
-        else:
-            header = np.lib.format.read_array_header_2_0(fh)
-    except _UNREADABLE:
-        return False  # not a readable header: loading it says so
-    return bool(header[2].hasobject)
 
 
 def stratified_index(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -407,88 +280,6 @@ def stratified_index(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         for c, q in zip(classes, quota, strict=True)
     ]
     return np.sort(np.concatenate(picked))
-
-
-# --------------------------------------------------------------------------------------------------
-# Arrays that may live on disk
-
-
-def _chunks(array: np.ndarray, rows: int = CHUNK_ROWS) -> Iterator[np.ndarray]:
-    for start in range(0, len(array), rows):
-        yield array[start : start + rows]
-
-
-def release_pages(array: np.ndarray | None) -> None:
-    """Drop the pages of a memory-mapped array from this process's resident set.
-
-    The data stays in the operating system's page cache (or in the file, for written pages of a
-    shared mapping), so a later read costs a page fault, not a disk read. Without this, reading a
-    mapped file through once keeps all of it resident and memory grows with the probe set.
-    """
-    mm = getattr(array, "_mmap", None)  # numpy's memmap (and its views) keep their mmap here
-    if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    try:
-        mm.madvise(mmap.MADV_DONTNEED)
-    except (OSError, ValueError):  # closed or not supported: the pages simply stay resident
-        pass
-
-
-def keep_alive(owner: object, array: np.ndarray | None) -> None:
-    """Delete ``array``'s spill directory once ``owner`` (and the array) are gone."""
-    directory = getattr(array, "spill_dir", None) if array is not None else None
-    if directory is not None:
-        weakref.finalize(owner, shutil.rmtree, directory, ignore_errors=True)
-
-
-class SpillArray(np.memmap):
-    """A memory-mapped array in a temporary directory that a ``keep_alive`` owner cleans up."""
-
-    spill_dir: Path | None = None
-
-
-class SpillWriter:
-    """Append rows of one shape and dtype to a file on disk, then map them as one array.
-
-    Memory stays at one chunk whatever the number of rows, and the number need not be known in
-    advance (an iterable Dataset has no length).
-    """
-
-    def __init__(self, name: str) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="mlflow-xai-probe-"))
-        self.path = self.dir / f"{name}.bin"
-        self._file = self.path.open("wb")
-        self.rows = 0
-        self.row_shape: tuple[int, ...] | None = None
-        self.dtype: np.dtype | None = None
-
-    def append(self, rows: np.ndarray, what: str = "sample") -> None:
-        rows = np.ascontiguousarray(rows)
-        if self.row_shape is None:
-            self.row_shape, self.dtype = tuple(rows.shape[1:]), rows.dtype
-        elif tuple(rows.shape[1:]) != self.row_shape or rows.dtype != self.dtype:
-            raise ProbeError(
-                f"every probe {what} must have the same shape and dtype: sample {self.rows} has "
-                f"{list(rows.shape[1:])} of {rows.dtype}, the first had {list(self.row_shape)} of "
-                f"{self.dtype}; resize images to one size (probe: {{preprocess: {{resize: ..., "
-                "center_crop: ...}})"
-            )
-        self._file.write(rows.tobytes())
-        self.rows += len(rows)
-
-    def finish(self) -> SpillArray | None:
-        self._file.close()
-        if self.rows == 0:
-            self.discard()
-            return None
-        array = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.rows, *self.row_shape))
-        array = array.view(SpillArray)
-        array.spill_dir = self.dir
-        return array
-
-    def discard(self) -> None:
-        self._file.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _take_rows(array: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:

@@ -4,11 +4,7 @@ names of every metric an audit can produce (``metric_names``).
 May import: ``config``, ``probe``, ``checks``, and the method registry of ``attribution``.
 """
 
-from mlflow_xai.report.audit_report import (
-    AuditReport,
-    MethodResult,
-    object_mass_fraction,
-)
+from mlflow_xai.report.audit_report import AuditReport, MethodResult, object_mass_fraction
 from mlflow_xai.report.metric_names import (
     DRIFT_METRICS,
     METRIC_PREFIX,
