@@ -6,7 +6,7 @@ bounded (``memory``: released pages, spill files).
 May import: ``config``, ``errors``.
 """
 
-from mlflow_xai.probe.files import NPZ_ARRAYS, load_npz, npz_member, open_npz, read_npy, unreadable
+from mlflow_xai.probe.files import NPZ_ARRAYS, npz_member, open_npz, read_npy, unreadable
 from mlflow_xai.probe.memory import SpillArray, SpillWriter, keep_alive, release_pages
 from mlflow_xai.probe.probe_set import (
     CHUNK_ROWS,
@@ -16,6 +16,7 @@ from mlflow_xai.probe.probe_set import (
     SAMPLINGS,
     ProbeBatch,
     ProbeSet,
+    load_npz,
     stratified_index,
 )
 

@@ -13,48 +13,11 @@ from typing import Any
 import numpy as np
 
 from mlflow_xai.errors import ProbeError
-from mlflow_xai.probe.probe_set import ProbeSet
-
-
-def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
-    """A ``.npy`` file of inputs (memory-mapped), or a ``.npz`` with ``inputs`` (or ``x``/``images``)
-    and optional ``labels``/``y``, ``masks``, ``ids`` and ``feature_names``.
-
-    A ``.npz`` member cannot be mapped (it may be compressed): it is read once, in full. Use a
-    ``.npy`` file for a probe set larger than memory.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ProbeError(f"probe file {str(path)!r} does not exist")
-    if path.suffix == ".npy":
-        return ProbeSet(read_npy(path, mmap=mmap))
-    if path.suffix != ".npz":
-        raise ProbeError(f"probe file {str(path)!r} must be .npz or .npy")
-    with open_npz(path) as data:
-        keys = set(data.files)
-
-        def pick(*names: str) -> np.ndarray | None:
-            for name in names:
-                if name in keys:
-                    return npz_member(data, name, path)
-            return None
-
-        inputs = pick("inputs", "x", "images")
-        if inputs is None:
-            raise ProbeError(
-                f"probe file {str(path)!r} has arrays {sorted(keys)}; it needs one named "
-                "'inputs' (or 'x' or 'images'), with optional 'labels', 'masks', 'ids' and 'feature_names'"
-            )
-        names = pick("feature_names")
-        return ProbeSet(
-            inputs, pick("labels", "y"), pick("masks"), pick("ids"), None if names is None else tuple(names)
-        )
-
 
 # What numpy and zipfile raise on a file that is not what its name says: text, truncated, damaged.
 _UNREADABLE = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
-#: The arrays ``load_npz`` looks for, as its refusals name them.
+#: The arrays ``probe_set.load_npz`` looks for, as its refusals name them.
 NPZ_ARRAYS = (
     "numeric arrays named 'inputs' (or 'x' or 'images') and optional 'labels' (or 'y'), 'masks', "
     "'ids' and 'feature_names' (these two may be strings)"

@@ -17,7 +17,7 @@ import torch
 
 from mlflow_xai.config.sections import PreprocessConfig, ProbeConfig
 from mlflow_xai.errors import ConfigError, ProbeError
-from mlflow_xai.probe.files import load_npz, npz_member, open_npz, read_npy
+from mlflow_xai.probe.files import npz_member, open_npz, read_npy
 from mlflow_xai.probe.items import (
     _ID_KEYS,
     _INPUT_KEYS,
@@ -32,7 +32,7 @@ from mlflow_xai.probe.items import (
 )
 from mlflow_xai.probe.memory import SpillWriter, keep_alive, release_pages
 from mlflow_xai.probe.preprocess import _scale_advice, preprocess_batch, preprocess_masks
-from mlflow_xai.probe.probe_set import CHUNK_ROWS, CLASS_INDEX, FOLDER_ORDER, ProbeSet
+from mlflow_xai.probe.probe_set import CHUNK_ROWS, CLASS_INDEX, FOLDER_ORDER, ProbeSet, load_npz
 
 # The image files torchvision's ImageFolder accepts.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

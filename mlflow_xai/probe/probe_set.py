@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mlflow_xai.errors import ProbeError
+from mlflow_xai.probe.files import npz_member, open_npz, read_npy
 from mlflow_xai.probe.memory import CHUNK_ROWS, SpillWriter, _chunks, keep_alive, release_pages
 
 SAMPLINGS = ("first", "random", "stratified")
@@ -255,8 +256,6 @@ class ProbeSet:
     @classmethod
     def from_npz(cls, path: str | Path) -> ProbeSet:
         """Load a ``.npz`` or ``.npy`` probe file as it is (no preprocessing); see ``load_npz``."""
-        from mlflow_xai.probe.files import load_npz  # files builds ProbeSets: imported when used
-
         return load_npz(path)
 
 
@@ -296,3 +295,38 @@ def _take_rows(array: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
     except BaseException:
         writer.discard()
         raise
+
+
+def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
+    """A ``.npy`` file of inputs (memory-mapped), or a ``.npz`` with ``inputs`` (or ``x``/``images``)
+    and optional ``labels``/``y``, ``masks``, ``ids`` and ``feature_names``.
+
+    A ``.npz`` member cannot be mapped (it may be compressed): it is read once, in full. Use a
+    ``.npy`` file for a probe set larger than memory.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProbeError(f"probe file {str(path)!r} does not exist")
+    if path.suffix == ".npy":
+        return ProbeSet(read_npy(path, mmap=mmap))
+    if path.suffix != ".npz":
+        raise ProbeError(f"probe file {str(path)!r} must be .npz or .npy")
+    with open_npz(path) as data:
+        keys = set(data.files)
+
+        def pick(*names: str) -> np.ndarray | None:
+            for name in names:
+                if name in keys:
+                    return npz_member(data, name, path)
+            return None
+
+        inputs = pick("inputs", "x", "images")
+        if inputs is None:
+            raise ProbeError(
+                f"probe file {str(path)!r} has arrays {sorted(keys)}; it needs one named "
+                "'inputs' (or 'x' or 'images'), with optional 'labels', 'masks', 'ids' and 'feature_names'"
+            )
+        names = pick("feature_names")
+        return ProbeSet(
+            inputs, pick("labels", "y"), pick("masks"), pick("ids"), None if names is None else tuple(names)
+        )
