@@ -95,3 +95,28 @@ def test_logged_config_loads_back_to_the_same_config(source):
 
     config = load_config(source)
     assert load_config(yaml.safe_load(dump_config(config))) == config
+
+
+def test_the_methods_section_is_the_registry_of_parameter_models():
+    """One name per method in three places that must agree: the parameter registry, the config's
+    methods section (same order, each field that method's model or null) and the adapters."""
+    import typing
+
+    from mlflow_xai.attribution.methods import registered
+    from mlflow_xai.attribution.parameters import PARAMETERS
+    from mlflow_xai.config import MethodsConfig
+
+    fields = MethodsConfig.model_fields
+    assert list(fields) == list(PARAMETERS)
+    for name, model in PARAMETERS.items():
+        assert set(typing.get_args(fields[name].annotation)) == {model, type(None)}, name
+        assert fields[name].default is None
+    assert set(registered()) == set(PARAMETERS)
+
+
+def test_the_parameter_registry_refuses_a_name_twice():
+    from mlflow_xai.attribution.parameters import SaliencyConfig, parameter_registry
+
+    assert list(parameter_registry([("a", SaliencyConfig), ("b", SaliencyConfig)])) == ["a", "b"]
+    with pytest.raises(ValueError, match="'a' has two parameter models"):
+        parameter_registry([("a", SaliencyConfig), ("a", SaliencyConfig)])
