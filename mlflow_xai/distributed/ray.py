@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from mlflow_xai.config.audit_config import AuditConfig
 from mlflow_xai.config.sections import DistributedConfig
-from mlflow_xai.engine.batch import BatchAttributor, BatchResult, MethodBatch
+from mlflow_xai.engine.batch import BatchAttributor, BatchResult
 from mlflow_xai.engine.cache import BatchCache
 from mlflow_xai.engine.progress import AuditProgress
 from mlflow_xai.engine.run import audit_prepared
@@ -34,8 +34,6 @@ from mlflow_xai.errors import ConfigError, ModelError
 from mlflow_xai.probe.memory import release_pages
 from mlflow_xai.probe.probe_set import ProbeSet
 from mlflow_xai.report.audit_report import AuditReport
-
-_SEP = "|"  # column names: "<method>|values", "<method>|extra|<key>", as in a cached BatchResult
 
 
 def import_ray() -> Any:
@@ -114,44 +112,12 @@ def decode_batch(payload: bytes) -> tuple[np.ndarray, np.ndarray | None, np.ndar
 
 def result_columns(result: BatchResult) -> dict[str, np.ndarray]:
     """A ``BatchResult`` as per-sample columns; a method's seconds go on the batch's first row."""
-    n = len(result.ids)
-    columns: dict[str, np.ndarray] = {
-        "start": np.full(n, result.start, dtype=np.int64),
-        "ids": result.ids.astype(str),
-        "predictions": result.predictions,
-        "targets": result.targets,
-    }
-    for name, m in result.methods.items():
-        columns[f"{name}{_SEP}values"] = m.values
-        seconds = np.zeros(n)
-        seconds[0] = m.seconds
-        columns[f"{name}{_SEP}seconds"] = seconds
-        for key in ("attribution_sum", "output_at_input", "output_at_baseline"):
-            if getattr(m, key) is not None:
-                columns[f"{name}{_SEP}{key}"] = getattr(m, key)
-        for key, value in m.extras.items():
-            columns[f"{name}{_SEP}extra{_SEP}{key}"] = value
-    return columns
+    return result.columns(per_sample=True)
 
 
 def batch_result(columns: dict[str, np.ndarray]) -> BatchResult:
     """The inverse of ``result_columns`` for the rows of one batch."""
-    methods: dict[str, MethodBatch] = {}
-    for key, value in columns.items():
-        if _SEP not in key:
-            continue
-        name, _, rest = key.partition(_SEP)
-        m = methods.setdefault(name, MethodBatch(values=np.empty(0), seconds=0.0))
-        if rest == "values":
-            m.values = value
-        elif rest == "seconds":
-            m.seconds = float(value.sum())
-        elif rest.startswith(f"extra{_SEP}"):
-            m.extras[rest.removeprefix(f"extra{_SEP}")] = value
-        else:
-            setattr(m, rest, value)
-    start = int(columns["start"][0])
-    return BatchResult(start, columns["ids"], columns["predictions"], columns["targets"], methods)
+    return BatchResult.from_columns(columns)
 
 
 class _Reassembler:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,46 +56,64 @@ class BatchResult:
     targets: np.ndarray  # (B, targets): the class each sample was explained for, per target slot
     methods: dict[str, MethodBatch]  # by result key (``BatchAttributor.result_keys``)
 
-    def save(self, path: Path) -> None:
-        """Write to ``path`` atomically (a temporary name, then a rename)."""
-        arrays: dict[str, np.ndarray] = {
-            "start": np.array(self.start),
+    def columns(self, *, per_sample: bool = False) -> dict[str, np.ndarray]:
+        """The result as named arrays (``<key>|values``, ``<key>|seconds``, ``<key>|extra|<name>``, ...).
+
+        ``per_sample`` makes every array one row per sample, as Ray Data's columns must be: the
+        start repeated, a method's seconds on the batch's first row and zeros below."""
+        n = len(self.ids)
+        columns: dict[str, np.ndarray] = {
+            "start": np.full(n, self.start, dtype=np.int64) if per_sample else np.array(self.start),
             "ids": self.ids.astype(str),
             "predictions": self.predictions,
             "targets": self.targets,
         }
         for name, m in self.methods.items():
-            arrays[f"{name}|values"] = m.values
-            arrays[f"{name}|seconds"] = np.array(m.seconds)
+            columns[f"{name}|values"] = m.values
+            seconds = np.array(m.seconds)
+            if per_sample:
+                seconds = np.zeros(n)
+                seconds[0] = m.seconds
+            columns[f"{name}|seconds"] = seconds
             for key in ("attribution_sum", "output_at_input", "output_at_baseline"):
                 if getattr(m, key) is not None:
-                    arrays[f"{name}|{key}"] = getattr(m, key)
+                    columns[f"{name}|{key}"] = getattr(m, key)
             for key, value in m.extras.items():
-                arrays[f"{name}|extra|{key}"] = value
+                columns[f"{name}|extra|{key}"] = value
+        return columns
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, np.ndarray]) -> BatchResult:
+        """The inverse of ``columns``, either layout."""
+        methods: dict[str, MethodBatch] = {}
+        for key, value in columns.items():
+            if "|" not in key:
+                continue
+            name, _, rest = key.partition("|")
+            m = methods.setdefault(name, MethodBatch(values=np.empty(0), seconds=0.0))
+            if rest == "values":
+                m.values = value
+            elif rest == "seconds":
+                m.seconds = float(np.sum(value))
+            elif rest.startswith("extra|"):
+                m.extras[rest.removeprefix("extra|")] = value
+            else:
+                setattr(m, rest, value)
+        start = int(np.asarray(columns["start"]).flat[0])
+        return cls(start, columns["ids"], columns["predictions"], columns["targets"], methods)
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` atomically (a temporary name, then a rename)."""
         # A name of this writer's own: two audits of the same model, config and probe set may share
         # a cache folder and write the same batch at once.
         tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **self.columns())
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> BatchResult:
         with np.load(path, allow_pickle=False) as data:
-            methods: dict[str, MethodBatch] = {}
-            for key in data.files:
-                if "|" not in key:
-                    continue
-                name, _, rest = key.partition("|")
-                m = methods.setdefault(name, MethodBatch(values=np.empty(0), seconds=0.0))
-                if rest == "values":
-                    m.values = data[key]
-                elif rest == "seconds":
-                    m.seconds = float(data[key])
-                elif rest.startswith("extra|"):
-                    m.extras[rest.removeprefix("extra|")] = data[key]
-                else:
-                    setattr(m, rest, data[key])
-            return cls(int(data["start"]), data["ids"], data["predictions"], data["targets"], methods)
+            return cls.from_columns({key: data[key] for key in data.files})
 
 
 class BatchAttributor:
