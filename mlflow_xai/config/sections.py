@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from mlflow_xai.attribution.parameters import BaselineConfig
 from mlflow_xai.config.classes import CLASS_INDEX_LAYOUTS, class_index_of, read_class_index
 from mlflow_xai.errors import ConfigError
 from mlflow_xai.strict import NonNegativeFloat, PositiveInt, _Strict, brief
@@ -27,8 +28,42 @@ class CompletenessConfig(_Strict):
     )
 
 
+class DeletionInsertionConfig(_Strict):
+    """Deletion and insertion curves of every method's ranking, against random rankings
+    (``mlflow_xai.checks.faithfulness``). Metrics per method: ``deletion_auc``, ``insertion_auc``,
+    their random controls (``deletion_random_auc``, ...) and ``deletion_margin`` /
+    ``insertion_margin``, the method's lead over random (> 0 is better than random), each as
+    _mean/_p95/_max; and ``deletion_insertion_seconds``.
+
+    Removed features become ``baseline`` (any baseline kind: zeros, a constant, a blur of the
+    input, the probe mean, ...). A hard replacement can itself move the output (the class leakage
+    ROAD's noisy imputation avoids); the random control pays the same price, so hold the margin."""
+
+    steps: Annotated[int, Field(ge=2)] = Field(
+        default=10, description="equal fractions of the features removed (or inserted) one after another"
+    )
+    baseline: BaselineConfig = BaselineConfig()
+    features: Literal["elements", "pixels", "patches"] = Field(
+        default="elements",
+        description="what is removed together: each input element, all channels of a pixel, or a patch",
+    )
+    patch_size: PositiveInt = Field(default=4, description="patches: side of a square patch in pixels")
+    random_draws: PositiveInt = Field(default=3, description="random rankings averaged for the control")
+    seed: int = Field(default=0, description="seed of the random rankings (with each sample's position)")
+    internal_batch_size: PositiveInt = Field(default=128, description="perturbed inputs per forward pass")
+
+    @model_validator(mode="after")
+    def _patch_size_with_patches(self) -> DeletionInsertionConfig:
+        if "patch_size" in self.model_fields_set and self.features != "patches":
+            raise ValueError(f"patch_size applies to features 'patches' only, not {self.features!r}")
+        return self
+
+
 class ChecksConfig(_Strict):
     completeness: CompletenessConfig = CompletenessConfig()
+    deletion_insertion: DeletionInsertionConfig | None = Field(
+        default=None, description="deletion and insertion curves against random rankings; null = off"
+    )
 
 
 def check_display_channels(mean: list[float], channels: int, source: str) -> None:

@@ -45,6 +45,7 @@ class BatchAccumulator:
         self.at_baseline = {key: np.full(n, np.nan) for key in checked}
         self.output_eps = torch.finfo(attributor.dtype).eps  # F(x) and F(x') are in the model's dtype
         self.seconds = dict.fromkeys(self.result_keys, 0.0)
+        self.checks_seconds: dict[str, dict[str, float]] = {key: {} for key in self.result_keys}
         self.extras: dict[str, dict[str, np.ndarray]] = {key: {} for key in self.result_keys}
 
     def add(self, result: BatchResult) -> None:
@@ -58,6 +59,8 @@ class BatchAccumulator:
         self.targets[rows] = result.targets.reshape(len(result.ids), -1)
         for name, m in result.methods.items():
             self.seconds[name] += m.seconds
+            for check, seconds in m.checks_seconds.items():
+                self.checks_seconds[name][check] = self.checks_seconds[name].get(check, 0.0) + seconds
             self.attributions[name][rows] = m.values
             release_pages(self.attributions[name])  # written pages live on in the file, not in RSS
             for key, value in m.extras.items():
@@ -99,5 +102,6 @@ class BatchAccumulator:
                 method=method,
                 target=self.slots[k] if len(self.slots) > 1 else None,
                 targets=self.targets[:, k],
+                checks_seconds=self.checks_seconds[name],
             )
         return results

@@ -1,5 +1,4 @@
-"""The per-batch step of an audit: one model, its methods, one probe batch in, plain arrays out.
-"""
+"""The per-batch step of an audit: one model, its methods, one probe batch in, plain arrays out."""
 
 from __future__ import annotations
 
@@ -16,7 +15,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from mlflow_xai.attribution.baselines import make_baseline
 from mlflow_xai.attribution.methods.base import Attribution, AttributionContext, build, concat_attributions
+from mlflow_xai.checks.faithfulness import deletion_insertion
 from mlflow_xai.config.audit_config import AuditConfig
 from mlflow_xai.config.targets import TopTargets, target_entries
 from mlflow_xai.engine.preflight import _check_fits, _check_targets
@@ -44,6 +45,7 @@ class MethodBatch:
     output_at_input: np.ndarray | None = None
     output_at_baseline: np.ndarray | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    checks_seconds: dict[str, float] = field(default_factory=dict)  # by check, e.g. deletion_insertion
 
 
 @dataclass
@@ -70,16 +72,16 @@ class BatchResult:
         }
         for name, m in self.methods.items():
             columns[f"{name}|values"] = m.values
-            seconds = np.array(m.seconds)
-            if per_sample:
-                seconds = np.zeros(n)
-                seconds[0] = m.seconds
-            columns[f"{name}|seconds"] = seconds
+            columns[f"{name}|seconds"] = _first_row(m.seconds, n) if per_sample else np.array(m.seconds)
             for key in ("attribution_sum", "output_at_input", "output_at_baseline"):
                 if getattr(m, key) is not None:
                     columns[f"{name}|{key}"] = getattr(m, key)
             for key, value in m.extras.items():
                 columns[f"{name}|extra|{key}"] = value
+            for check, check_seconds in m.checks_seconds.items():
+                columns[f"{name}|check_seconds|{check}"] = (
+                    _first_row(check_seconds, n) if per_sample else (np.array(check_seconds))
+                )
         return columns
 
     @classmethod
@@ -97,6 +99,8 @@ class BatchResult:
                 m.seconds = float(np.sum(value))
             elif rest.startswith("extra|"):
                 m.extras[rest.removeprefix("extra|")] = value
+            elif rest.startswith("check_seconds|"):
+                m.checks_seconds[rest.removeprefix("check_seconds|")] = float(np.sum(value))
             else:
                 setattr(m, rest, value)
         start = int(np.asarray(columns["start"]).flat[0])
@@ -116,6 +120,13 @@ class BatchResult:
             return cls.from_columns({key: data[key] for key in data.files})
 
 
+def _first_row(value: float, n: int) -> np.ndarray:
+    """``value`` as a per-sample column: on the first row, zeros below (the column sums to it)."""
+    column = np.zeros(n)
+    column[0] = value
+    return column
+
+
 class BatchAttributor:
     """The pure per-batch step of an audit: one model, its methods, one batch in, arrays out.
 
@@ -133,6 +144,7 @@ class BatchAttributor:
         self.slots = cfg.target_slots()
         self.result_keys = result_keys(list(self.methods), self.slots)
         # Each method's result keys, in target order (what attribute_targets returns).
+        self.slot_of = {key: slot for key, (_, slot) in self.result_keys.items()}
         self.keys_of = {
             name: [key for key, (owner, _) in self.result_keys.items() if owner == name]
             for name in self.methods
@@ -207,6 +219,8 @@ class BatchAttributor:
                     seconds=seconds,
                     extras={k: v.detach().cpu().numpy() for k, v in result.extras.items()},
                 )
+                if self.cfg.checks.deletion_insertion is not None:
+                    self._deletion_insertion(batch, x, result, targets[:, self.slot_of[key]], context)
                 if method.has_completeness:
                     flat = result.values.detach().reshape(len(x), -1)
                     batch.attribution_sum = flat.double().sum(dim=1).cpu().numpy()
@@ -216,6 +230,38 @@ class BatchAttributor:
             if progress is not None:
                 progress.advance(name, len(x))
         return BatchResult(start, np.asarray(ids), predicted.cpu().numpy(), targets.cpu().numpy(), out)
+
+    def _deletion_insertion(
+        self,
+        batch: MethodBatch,
+        x: torch.Tensor,
+        result: Attribution,
+        target: torch.Tensor,
+        context: AttributionContext,
+    ) -> None:
+        """Add the deletion and insertion check of ``result``'s ranking to ``batch``."""
+        check = self.cfg.checks.deletion_insertion
+        started = time.perf_counter()
+        baseline = make_baseline(check.baseline, x, probe_mean=self.probe_mean, positions=context.positions)
+        found = deletion_insertion(
+            self.handle.explained,
+            x,
+            baseline,
+            target,
+            result.values.detach(),
+            context.positions.tolist(),
+            steps=check.steps,
+            features=check.features,
+            patch_size=check.patch_size,
+            random_draws=check.random_draws,
+            seed=check.seed,
+            batch=check.internal_batch_size,
+            degenerate_floor=self.cfg.checks.completeness.degenerate_floor,
+        )
+        batch.extras.update({key: value.cpu().numpy() for key, value in found.items()})
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        batch.checks_seconds["deletion_insertion"] = time.perf_counter() - started
 
 
 class _BatchSplitter:

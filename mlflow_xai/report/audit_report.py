@@ -51,12 +51,14 @@ class MethodResult:
     method: str = ""  # the configured method (``name`` without the slot); defaults to ``name``
     target: str | None = None  # the target slot (``class_208``, ``top2``) when the audit has several
     targets: np.ndarray | None = None  # (N,) the class each sample was explained for
+    checks_seconds: dict[str, float] = field(default_factory=dict)  # time of each check beyond completeness
 
     def __post_init__(self) -> None:
         self.method = self.method or self.name
 
     def metrics(self) -> dict[str, float]:
         out = {"seconds": float(self.seconds), "samples": float(len(self.attributions))}
+        out.update({f"{check}_seconds": float(seconds) for check, seconds in self.checks_seconds.items()})
         if self.completeness is not None:
             out.update(self.completeness.metrics())
         for key, values in self.extras.items():

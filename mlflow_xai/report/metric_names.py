@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlflow_xai.checks.completeness import COMPLETENESS_METRICS
+from mlflow_xai.checks.faithfulness import DELETION_INSERTION_QUANTITIES
 from mlflow_xai.config.audit_config import AuditConfig
 
 METRIC_PREFIX = "xai"
@@ -23,12 +24,17 @@ def summary_stats(kind: type) -> tuple[str, ...]:
     return ("fraction",) if kind is bool else ("mean", "p95", "max")
 
 
-def method_metric_names(method: Any) -> set[str]:
-    """The ``<quantity>_<stat>`` metrics an attribution method, as configured, can produce."""
+def method_metric_names(method: Any, checks: Any = None) -> set[str]:
+    """The ``<quantity>_<stat>`` metrics an attribution method, as configured, can produce, with
+    those of the configured ``checks`` (a ``ChecksConfig``) that apply to every method."""
     names = {"seconds", "samples"}
     if method.has_completeness:
         names.update(COMPLETENESS_METRICS)
-    for key, kind in method.per_sample_quantities().items():
+    quantities = dict(method.per_sample_quantities())
+    if checks is not None and checks.deletion_insertion is not None:
+        quantities.update(dict.fromkeys(DELETION_INSERTION_QUANTITIES, float))
+        names.add("deletion_insertion_seconds")
+    for key, kind in quantities.items():
         names.update(f"{key}_{stat}" for stat in summary_stats(kind))
     return names
 
@@ -55,7 +61,10 @@ def metric_catalogue(config: AuditConfig) -> dict[str, str]:
         f"{METRIC_PREFIX}/probe/object_area_fraction_mean": "masks",
     }
     enabled = config.methods.enabled()
-    names = {name: method_metric_names(build(name, method_config)) for name, method_config in enabled.items()}
+    names = {
+        name: method_metric_names(build(name, method_config), config.checks)
+        for name, method_config in enabled.items()
+    }
     for key, (name, _) in result_keys(list(enabled), slots).items():
         prefix = f"{METRIC_PREFIX}/{key}/"
         out.update(dict.fromkeys((prefix + metric for metric in names[name]), ""))

@@ -1,0 +1,202 @@
+"""Deletion and insertion (Petsiuk et al., RISE 2018): does the output follow the attribution's ranking?
+
+Features are taken in the order of their attribution, most important first, in ``steps`` equal
+fractions. Deletion replaces them, group after group, by the baseline and records the explained
+output F; insertion starts from the baseline and puts them back. Step k of ``steps`` moves the first
+``floor(k * M / steps)`` of the M feature groups. Each curve is normalised by the output gap,
+
+    n_k = (F_k - F(x')) / (F(x) - F(x')),
+
+so deletion runs from 1 to 0 and insertion from 0 to 1, and its area is taken by the trapezoid over
+the fractions k / steps. A faithful ranking makes deletion fall fast (a small area) and insertion rise
+fast (a large one). Raw areas are not comparable across models, so the same curves are drawn for
+random rankings (seeded per sample) and the margin over them is the number to hold:
+
+    deletion_margin = random area - method area,   insertion_margin = method area - random area.
+
+A random ranking removes each feature with equal chance, so on a linear model its expected curve is
+the straight line 1 - k / steps and its expected area 1/2. A sample whose gap |F(x) - F(x')| is at or
+below ``degenerate_floor`` has no curve to normalise: its areas are NaN and it is left out of every
+summary, as the completeness check leaves it out.
+
+Everything here takes the model as a function ``f(points, target) -> (n,)`` and arrays: no model,
+config or method code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from mlflow_xai.seeding import sample_generator
+
+ExplainedOutput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: The per-sample quantities of the check, as ``Attribution.extras`` names them (float, one per sample).
+DELETION_INSERTION_QUANTITIES = (
+    "deletion_auc",
+    "deletion_random_auc",
+    "deletion_margin",
+    "insertion_auc",
+    "insertion_random_auc",
+    "insertion_margin",
+)
+
+#: How input elements are grouped: each on its own, every channel of a pixel together, or squares.
+FEATURE_GROUPINGS = ("elements", "pixels", "patches")
+
+
+def feature_groups(
+    sample_shape: Sequence[int], features: str, patch_size: int = 1
+) -> tuple[torch.Tensor, int]:
+    """The group of each element of one input, flattened in C order, and the number of groups.
+
+    ``pixels`` and ``patches`` need an image (C, H, W): a pixel's channels share a group, and a patch
+    is a ``patch_size`` square of pixels (smaller at the right and bottom edges)."""
+    shape = tuple(int(side) for side in sample_shape)
+    size = math.prod(shape)
+    if features == "elements":
+        return torch.arange(size), size
+    if features not in FEATURE_GROUPINGS:
+        raise ValueError(f"features must be one of {', '.join(FEATURE_GROUPINGS)}, got {features!r}")
+    if len(shape) != 3:
+        raise ValueError(f"features {features!r} groups the pixels of images (C, H, W); inputs are {shape}")
+    channels, height, width = shape
+    rows = torch.arange(height).view(-1, 1)
+    cols = torch.arange(width).view(1, -1)
+    if features == "pixels":
+        pixel = rows * width + cols
+        return pixel.flatten().repeat(channels), height * width
+    across = math.ceil(width / patch_size)
+    patch = (rows // patch_size) * across + cols // patch_size
+    return patch.flatten().repeat(channels), math.ceil(height / patch_size) * across
+
+
+def group_order(attributions: torch.Tensor, groups: torch.Tensor, count: int) -> torch.Tensor:
+    """(B, M): each sample's groups by their summed attribution, largest first (ties: lower index)."""
+    flat = attributions.reshape(len(attributions), -1).double()
+    scores = torch.zeros(len(flat), count, dtype=torch.float64, device=flat.device)
+    scores.index_add_(1, groups.to(flat.device), flat)
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices
+
+
+def random_orders(positions: Sequence[int], count: int, seed: int, draw: int) -> torch.Tensor:
+    """(B, M): a random ranking of the groups per sample, seeded by (seed, position, draw) alone."""
+    return torch.stack(
+        [
+            torch.randperm(count, generator=sample_generator(seed, int(p), f"deletion_insertion/{draw}"))
+            for p in positions
+        ]
+    )
+
+
+def curve_counts(count: int, steps: int) -> list[int]:
+    """Groups moved at each step k = 0 .. steps: floor(k * count / steps)."""
+    return [k * count // steps for k in range(steps + 1)]
+
+
+def interior_curves(
+    f: ExplainedOutput,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    target: torch.Tensor,
+    orders: torch.Tensor,
+    groups: torch.Tensor,
+    steps: int,
+    *,
+    insertion: bool,
+    batch: int,
+) -> torch.Tensor:
+    """F at steps 1 .. steps - 1 of each sample's curve (the ends are F(x) and F(x') whatever the
+    order): (B, steps - 1) float64, evaluated ``batch`` perturbed inputs at a time."""
+    n, count = len(x), orders.shape[1]
+    counts = torch.tensor(curve_counts(count, steps)[1:-1], device=x.device)
+    rank = torch.empty_like(orders)
+    rank.scatter_(1, orders, torch.arange(count, device=orders.device).expand(n, count))
+    element_rank = rank[:, groups.to(orders.device)].to(x.device)  # (B, D)
+    flat_x, flat_base = x.reshape(n, -1), baseline.expand_as(x).reshape(n, -1)
+    total = len(counts) * n
+    out = torch.empty(total, dtype=torch.float64, device=x.device)
+    for start in range(0, total, batch):
+        pair = torch.arange(start, min(start + batch, total), device=x.device)
+        step, sample = pair // n, pair % n
+        moved = element_rank[sample] < counts[step].view(-1, 1)
+        first, second = (flat_base, flat_x) if insertion else (flat_x, flat_base)
+        points = torch.where(moved, second[sample], first[sample]).view(-1, *x.shape[1:])
+        with torch.no_grad():
+            out[start : start + len(pair)] = f(points, target[sample]).double()
+    return out.view(len(counts), n).T
+
+
+def normalised_area(
+    interior: torch.Tensor,
+    at_input: torch.Tensor,
+    at_baseline: torch.Tensor,
+    *,
+    insertion: bool,
+    floor: float,
+) -> torch.Tensor:
+    """Trapezoid area under the normalised curve, per sample; NaN where |F(x) - F(x')| <= floor."""
+    gap = (at_input - at_baseline).double()
+    start, end = (at_baseline, at_input) if insertion else (at_input, at_baseline)
+    curve = torch.cat([start.double().view(-1, 1), interior, end.double().view(-1, 1)], dim=1)
+    normal = (curve - at_baseline.double().view(-1, 1)) / gap.view(-1, 1)
+    steps = curve.shape[1] - 1
+    area = (normal.sum(dim=1) - (normal[:, 0] + normal[:, -1]) / 2) / steps
+    return torch.where(gap.abs() > floor, area, torch.full_like(area, float("nan")))
+
+
+def deletion_insertion(
+    f: ExplainedOutput,
+    x: torch.Tensor,
+    baseline: torch.Tensor,
+    target: torch.Tensor,
+    attributions: torch.Tensor,
+    positions: Sequence[int],
+    *,
+    steps: int = 10,
+    features: str = "elements",
+    patch_size: int = 1,
+    random_draws: int = 3,
+    seed: int = 0,
+    batch: int = 128,
+    degenerate_floor: float = 1e-6,
+) -> dict[str, torch.Tensor]:
+    """The check's per-sample quantities (``DELETION_INSERTION_QUANTITIES``), each (B,) float64.
+
+    ``positions`` are the samples' positions in the probe set: the random rankings depend on them
+    and on ``seed`` only, so a sample's result does not depend on its batch."""
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2 (a curve needs a point between its ends), got {steps}")
+    groups, count = feature_groups(x.shape[1:], features, patch_size)
+    with torch.no_grad():
+        at_input, at_baseline = f(x, target).double(), f(baseline.expand_as(x), target).double()
+
+    def areas(orders: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        found = []
+        for insertion in (False, True):
+            interior = interior_curves(
+                f, x, baseline, target, orders, groups, steps, insertion=insertion, batch=batch
+            )
+            found.append(
+                normalised_area(interior, at_input, at_baseline, insertion=insertion, floor=degenerate_floor)
+            )
+        return found[0], found[1]
+
+    deletion, insertion = areas(group_order(attributions, groups, count).to(x.device))
+    random_deletion = torch.zeros_like(deletion)
+    random_insertion = torch.zeros_like(insertion)
+    for draw in range(random_draws):
+        d, i = areas(random_orders(positions, count, seed, draw).to(x.device))
+        random_deletion += d / random_draws
+        random_insertion += i / random_draws
+    return {
+        "deletion_auc": deletion,
+        "deletion_random_auc": random_deletion,
+        "deletion_margin": random_deletion - deletion,
+        "insertion_auc": insertion,
+        "insertion_random_auc": random_insertion,
+        "insertion_margin": insertion - random_insertion,
+    }

@@ -1,0 +1,219 @@
+"""Deletion and insertion against answers worked out on paper.
+
+On a linear model F(x) = w . x + b with a zero baseline, taking away feature i lowers F by exactly
+a_i = x_i w_i (its IG attribution). Deletion in the order of a removes the largest terms first, so
+after the first m features the normalised output is 1 - (a_1 + ... + a_m) / sum(a); insertion is its
+complement. A random order removes each feature with equal chance: its expected curve is the straight
+line 1 - k / steps, area 1/2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import mlflow_xai
+from mlflow_xai.checks.faithfulness import (
+    DELETION_INSERTION_QUANTITIES,
+    deletion_insertion,
+    feature_groups,
+)
+from mlflow_xai.config import load_config
+from mlflow_xai.engine.batch import BatchResult, MethodBatch
+from mlflow_xai.errors import ConfigError
+from mlflow_xai.report import metric_catalogue
+
+D, STEPS = 20, 10  # 2 features a step
+
+
+def _linear(w: torch.Tensor, b: float = 0.3):
+    def f(points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return points.reshape(len(points), -1) @ w + b
+
+    return f
+
+
+def _trapezoid(curve: list[float]) -> float:
+    return (sum(curve) - (curve[0] + curve[-1]) / 2) / (len(curve) - 1)
+
+
+def _by_hand(a: np.ndarray, per_step: int) -> tuple[float, float]:
+    """Deletion and insertion areas of the ranking by a (descending, ties by index), in float64."""
+    order = sorted(range(len(a)), key=lambda i: (-a[i], i))
+    total = float(a.sum())
+    removed = [sum(a[order[: k * per_step]]) / total for k in range(STEPS + 1)]
+    return _trapezoid([1 - r for r in removed]), _trapezoid(removed)
+
+
+@pytest.fixture
+def linear_case():
+    rng = np.random.default_rng(7)
+    w = torch.tensor(rng.normal(size=D))
+    x = torch.tensor(rng.normal(size=(3, D)))
+    return w, x
+
+
+def test_linear_model_curves_have_their_closed_form(linear_case):
+    w, x = linear_case
+    attributions = x * w  # IG of a linear model from a zero baseline
+    found = deletion_insertion(
+        _linear(w),
+        x,
+        torch.zeros_like(x),
+        torch.zeros(3, dtype=torch.long),
+        attributions,
+        [0, 1, 2],
+        steps=STEPS,
+        random_draws=1,
+    )
+    for i in range(3):
+        deletion, insertion = _by_hand(attributions[i].numpy(), D // STEPS)
+        assert found["deletion_auc"][i].item() == pytest.approx(deletion, abs=1e-12)
+        assert found["insertion_auc"][i].item() == pytest.approx(insertion, abs=1e-12)
+    margins = found["deletion_random_auc"] - found["deletion_auc"]
+    torch.testing.assert_close(found["deletion_margin"], margins)
+    torch.testing.assert_close(
+        found["insertion_margin"], found["insertion_auc"] - found["insertion_random_auc"]
+    )
+
+
+def test_random_rankings_average_to_the_straight_line():
+    """Positive contributions keep every normalised curve in [0, 1]; over 400 seeded rankings the
+    mean area is 1/2 within two standard errors (at most 0.5 / sqrt(400) each)."""
+    rng = np.random.default_rng(3)
+    w = torch.tensor(rng.uniform(0.1, 1.0, size=D))
+    x = torch.tensor(rng.uniform(0.1, 1.0, size=(2, D)))
+    found = deletion_insertion(
+        _linear(w, 0.0),
+        x,
+        torch.zeros_like(x),
+        torch.zeros(2, dtype=torch.long),
+        x * w,
+        [0, 1],
+        steps=STEPS,
+        random_draws=400,
+    )
+    assert found["deletion_random_auc"].numpy() == pytest.approx([0.5, 0.5], abs=0.05)
+    assert found["insertion_random_auc"].numpy() == pytest.approx([0.5, 0.5], abs=0.05)
+    torch.testing.assert_close(
+        found["deletion_random_auc"] + found["insertion_random_auc"], torch.ones(2, dtype=torch.float64)
+    )
+
+
+def test_the_true_contributions_beat_random_and_their_reverse():
+    rng = np.random.default_rng(5)
+    w = torch.tensor(rng.uniform(0.1, 1.0, size=D))
+    x = torch.tensor(rng.uniform(0.1, 1.0, size=(4, D)))
+    args = (_linear(w), x, torch.zeros_like(x), torch.zeros(4, dtype=torch.long))
+    true = deletion_insertion(*args, x * w, [0, 1, 2, 3], steps=STEPS, random_draws=8)
+    reverse = deletion_insertion(*args, -(x * w), [0, 1, 2, 3], steps=STEPS, random_draws=8)
+    assert (true["deletion_auc"] < true["deletion_random_auc"]).all()
+    assert (true["deletion_random_auc"] < reverse["deletion_auc"]).all()
+    assert (true["insertion_auc"] > true["insertion_random_auc"]).all()
+    assert (true["insertion_random_auc"] > reverse["insertion_auc"]).all()
+    assert (true["deletion_margin"] > 0).all() and (reverse["deletion_margin"] < 0).all()
+
+
+def test_a_degenerate_gap_has_no_area():
+    w = torch.ones(D, dtype=torch.float64)
+    x = torch.zeros(2, D, dtype=torch.float64)
+    x[1, :3] = 1.0
+    found = deletion_insertion(
+        _linear(w), x, torch.zeros_like(x), torch.zeros(2, dtype=torch.long), x * w, [0, 1], steps=STEPS
+    )
+    for key in DELETION_INSERTION_QUANTITIES:
+        assert torch.isnan(found[key][0]) and torch.isfinite(found[key][1]), key
+
+
+def test_feature_groups():
+    groups, count = feature_groups((2, 2, 3), "pixels")
+    assert count == 6 and groups.tolist() == [0, 1, 2, 3, 4, 5] * 2
+    groups, count = feature_groups((1, 3, 3), "patches", patch_size=2)
+    assert count == 4 and groups.tolist() == [0, 0, 1, 0, 0, 1, 2, 2, 3]
+    groups, count = feature_groups((5,), "elements")
+    assert count == 5 and groups.tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="groups the pixels of images"):
+        feature_groups((5,), "pixels")
+
+
+def test_pixels_are_ranked_by_their_channel_sum():
+    """Two channels, four pixels: pixel 3 holds the largest single value but the smallest sum."""
+    w = torch.ones(8, dtype=torch.float64)
+    x = torch.tensor([[1.0, 2.0, 3.0, 9.0, 4.0, 3.0, 2.0, -8.5]], dtype=torch.float64).view(1, 2, 2, 2)
+    f = _linear(w, 0.0)
+    found = deletion_insertion(
+        f, x, torch.zeros_like(x), torch.zeros(1, dtype=torch.long), x, [0], steps=4, features="pixels"
+    )
+    sums = [5.0, 5.0, 5.0, 0.5]  # per pixel; ties keep the lower index: order 0, 1, 2, 3
+    total = sum(sums)
+    removed = [0.0, 5.0, 10.0, 15.0, 15.5]
+    assert found["deletion_auc"].item() == pytest.approx(
+        _trapezoid([1 - r / total for r in removed]), abs=1e-12
+    )
+
+
+def _float64_linear_model(features: int = 12, classes: int = 3) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Linear(features, classes).double()
+
+
+CHECK = {"steps": 4, "random_draws": 2}
+
+
+def test_through_the_audit_ig_on_a_linear_model_matches_the_closed_form():
+    model = _float64_linear_model()
+    x = np.random.default_rng(1).normal(size=(5, 12))
+    config = {
+        "methods": {"integrated_gradients": {"n_steps": 8}},
+        "checks": {"deletion_insertion": CHECK},
+        "artifacts": {"sheet_samples": 0, "mask_dtype": "float32"},
+    }
+    report = mlflow_xai.audit(model, x, config)
+    result = report.methods["integrated_gradients"]
+    w = model.weight.detach().numpy()
+    for i in range(5):
+        a = x[i] * w[report.targets[i]]
+        order = sorted(range(12), key=lambda j: (-a[j], j))
+        removed = [sum(a[order[: k * 3]]) / a.sum() for k in range(5)]
+        expected = _trapezoid([1 - r for r in removed])
+        assert result.extras["deletion_auc"][i] == pytest.approx(expected, abs=1e-9)
+    metrics = report.metrics()
+    assert metrics["xai/integrated_gradients/deletion_auc_mean"] == pytest.approx(
+        float(np.mean(result.extras["deletion_auc"]))
+    )
+    assert metrics["xai/integrated_gradients/deletion_insertion_seconds"] > 0
+
+
+def test_results_do_not_depend_on_the_batch_size():
+    """The random rankings are seeded by each sample's position: another batching changes the numbers
+    only by the rounding of batched matmuls (a different ranking would move them by ~0.1)."""
+    model = _float64_linear_model()
+    x = np.random.default_rng(2).normal(size=(7, 12))
+    base = {"methods": {"saliency": {"abs": False}}, "checks": {"deletion_insertion": CHECK}}
+    base["artifacts"] = {"sheet_samples": 0}
+    one = mlflow_xai.audit(model, x, {**base, "batch_size": 2}).methods["saliency"].extras
+    other = mlflow_xai.audit(model, x, {**base, "batch_size": 5}).methods["saliency"].extras
+    for key in DELETION_INSERTION_QUANTITIES:
+        np.testing.assert_allclose(one[key], other[key], rtol=1e-12, atol=1e-12)
+
+
+def test_config_and_metric_names():
+    with pytest.raises(ConfigError, match="patch_size applies to features 'patches' only"):
+        load_config({"checks": {"deletion_insertion": {"patch_size": 2}}})
+    with pytest.raises(ConfigError, match="steps"):
+        load_config({"checks": {"deletion_insertion": {"steps": 1}}})
+    on = metric_catalogue(load_config({"checks": {"deletion_insertion": {}}}))
+    off = metric_catalogue(load_config({}))
+    for name in ("deletion_margin_mean", "insertion_auc_p95", "deletion_insertion_seconds"):
+        assert f"xai/occlusion/{name}" in on and f"xai/occlusion/{name}" not in off
+
+
+def test_check_seconds_travel_with_a_batch_result():
+    m = MethodBatch(values=np.zeros((3, 2)), seconds=1.5, checks_seconds={"deletion_insertion": 0.25})
+    result = BatchResult(
+        4, np.array(["a", "b", "c"]), np.zeros(3, int), np.zeros((3, 1), int), {"saliency": m}
+    )
+    for per_sample in (False, True):
+        back = BatchResult.from_columns(result.columns(per_sample=per_sample)).methods["saliency"]
+        assert back.seconds == 1.5 and back.checks_seconds == {"deletion_insertion": 0.25}
