@@ -217,3 +217,87 @@ def test_check_seconds_travel_with_a_batch_result():
     for per_sample in (False, True):
         back = BatchResult.from_columns(result.columns(per_sample=per_sample)).methods["saliency"]
         assert back.seconds == 1.5 and back.checks_seconds == {"deletion_insertion": 0.25}
+
+
+# --- infidelity and max-sensitivity (Yeh et al. 2019) ----------------------------------------------
+
+ROBUST = {"infidelity": {"n_perturb_samples": 16}, "sensitivity": {"n_perturb_samples": 8, "radius": 0.05}}
+
+
+def _robust_audit(method: dict, batch_size: int = 5):
+    model = _float64_linear_model()
+    x = np.random.default_rng(4).normal(size=(5, 12))
+    config = {
+        "batch_size": batch_size,
+        "methods": method,
+        "checks": ROBUST,
+        "artifacts": {"sheet_samples": 0, "mask_dtype": "float32"},
+    }
+    return model, x, mlflow_xai.audit(model, x, config)
+
+
+def test_a_gradient_of_a_linear_model_is_exactly_faithful_and_stable():
+    """F = w . x + b: the gradient w predicts F(x) - F(x - I) = w . I for every I (infidelity 0) and
+    does not move when x does (max-sensitivity 0)."""
+    _, _, report = _robust_audit({"saliency": {"abs": False}})
+    extras = report.methods["saliency"].extras
+    assert np.all(extras["infidelity"] < 1e-25)
+    assert np.all(extras["sensitivity_max"] == 0.0)
+
+
+def test_ig_infidelity_and_sensitivity_match_the_hand_computed_draws():
+    """IG of a linear model from zero is a = x * w. With the perturbations the check draws for a
+    sample (its seeded generator, as Captum's own functions draw them):
+    infidelity = mean over I of (I . a - w . I)^2, and max-sensitivity = max over d of
+    ||d * w|| / ||x * w||."""
+    from mlflow_xai.attribution.methods.base import seeded
+    from mlflow_xai.seeding import sample_seed
+
+    model, x, report = _robust_audit({"integrated_gradients": {"n_steps": 8}}, batch_size=2)
+    extras = report.methods["integrated_gradients"].extras
+    weights = model.weight.detach()
+    for i in range(5):
+        w = weights[report.targets[i]]
+        xi = torch.from_numpy(x[i])
+        with seeded(sample_seed(0, i, "infidelity"), torch.device("cpu")):
+            noise = torch.randn(16, 12, dtype=torch.float64) * 0.1
+        expected = float(((noise @ (xi * w - w)) ** 2).mean())
+        assert extras["infidelity"][i] == pytest.approx(expected, rel=1e-9)
+        with seeded(sample_seed(0, i, "sensitivity"), torch.device("cpu")):
+            d = torch.FloatTensor(8, 12).uniform_(-0.05, 0.05).double()
+        moved = (xi + d) * w - xi * w
+        expected = float((moved.norm(dim=1) / (xi * w).norm()).max())
+        assert extras["sensitivity_max"][i] == pytest.approx(expected, rel=1e-5)
+
+
+def test_infidelity_is_captums_own():
+    """The check's number for a sample is what ``captum.metrics.infidelity`` gives when called
+    directly with the same perturbation function and seed."""
+    from captum.metrics import infidelity
+
+    from mlflow_xai.attribution.methods.base import seeded
+    from mlflow_xai.seeding import sample_seed
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
+    x = np.random.default_rng(6).normal(size=(3, 6))
+    config = {
+        "methods": {"integrated_gradients": {"n_steps": 16}},
+        "checks": {"infidelity": {"n_perturb_samples": 12, "noise_scale": 0.2, "seed": 9}},
+        "artifacts": {"sheet_samples": 0, "mask_dtype": "float32"},
+    }
+    report = mlflow_xai.audit(model, x, config)
+    result = report.methods["integrated_gradients"]
+
+    def perturb(inputs):
+        noise = torch.randn_like(inputs) * 0.2
+        return noise, inputs - noise
+
+    for i in range(3):
+        xi = torch.from_numpy(x[i : i + 1])
+        a = torch.from_numpy(np.asarray(result.attributions[i : i + 1], dtype=np.float64))
+        with seeded(sample_seed(9, i, "infidelity"), torch.device("cpu")), torch.no_grad():
+            direct = infidelity(model, perturb, xi, a, target=int(report.targets[i]), n_perturb_samples=12)
+        # The stored masks are float32; the check saw the float64 attributions (rounding ~1e-8).
+        assert result.extras["infidelity"][i] == pytest.approx(float(direct), rel=1e-6)
+    assert "xai/integrated_gradients/infidelity_seconds" in report.metrics()

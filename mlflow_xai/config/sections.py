@@ -59,8 +59,37 @@ class DeletionInsertionConfig(_Strict):
         return self
 
 
+class InfidelityConfig(_Strict):
+    """Infidelity (Yeh et al. 2019, ``captum.metrics.infidelity``): the mean squared gap between
+    the attribution's linear prediction of a Gaussian perturbation's effect and the model's;
+    metric ``xai/<method>/infidelity_mean`` (lower is better)."""
+
+    n_perturb_samples: PositiveInt = Field(default=10, description="perturbations per sample")
+    noise_scale: Annotated[float, Field(gt=0.0)] = Field(
+        default=0.1, description="standard deviation of the Gaussian perturbation, in input units"
+    )
+    seed: int = Field(default=0, description="seed of the perturbations (with each sample's position)")
+
+
+class SensitivityConfig(_Strict):
+    """Max-sensitivity (Yeh et al. 2019, ``captum.metrics.sensitivity_max``): the largest relative
+    change of the attribution under uniform input perturbations of at most ``radius``; metric
+    ``xai/<method>/sensitivity_max_mean`` (lower is better). Costs ``n_perturb_samples`` extra
+    attributions per sample."""
+
+    n_perturb_samples: PositiveInt = Field(default=10, description="perturbations per sample")
+    radius: Annotated[float, Field(gt=0.0)] = Field(
+        default=0.02, description="largest perturbation of each input value, in input units"
+    )
+    seed: int = Field(default=0, description="seed of the perturbations (with each sample's position)")
+
+
 class ChecksConfig(_Strict):
     completeness: CompletenessConfig = CompletenessConfig()
+    infidelity: InfidelityConfig | None = Field(default=None, description="infidelity per method; null = off")
+    sensitivity: SensitivityConfig | None = Field(
+        default=None, description="max-sensitivity per method; null = off"
+    )
     deletion_insertion: DeletionInsertionConfig | None = Field(
         default=None, description="deletion and insertion curves against random rankings; null = off"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
@@ -17,6 +18,7 @@ import torch.nn as nn
 
 from mlflow_xai.attribution.baselines import make_baseline
 from mlflow_xai.attribution.methods.base import Attribution, AttributionContext, build, concat_attributions
+from mlflow_xai.attribution.robustness import infidelity_per_sample, sensitivity_per_sample
 from mlflow_xai.checks.faithfulness import deletion_insertion
 from mlflow_xai.config.audit_config import AuditConfig
 from mlflow_xai.config.targets import TopTargets, target_entries
@@ -219,8 +221,10 @@ class BatchAttributor:
                     seconds=seconds,
                     extras={k: v.detach().cpu().numpy() for k, v in result.extras.items()},
                 )
+                target = targets[:, self.slot_of[key]]
                 if self.cfg.checks.deletion_insertion is not None:
-                    self._deletion_insertion(batch, x, result, targets[:, self.slot_of[key]], context)
+                    self._deletion_insertion(batch, x, result, target, context)
+                self._robustness(batch, method, x, result, target, context)
                 if method.has_completeness:
                     flat = result.values.detach().reshape(len(x), -1)
                     batch.attribution_sum = flat.double().sum(dim=1).cpu().numpy()
@@ -230,6 +234,50 @@ class BatchAttributor:
             if progress is not None:
                 progress.advance(name, len(x))
         return BatchResult(start, np.asarray(ids), predicted.cpu().numpy(), targets.cpu().numpy(), out)
+
+    def _robustness(
+        self,
+        batch: MethodBatch,
+        method: Any,
+        x: torch.Tensor,
+        result: Attribution,
+        target: torch.Tensor,
+        context: AttributionContext,
+    ) -> None:
+        """Add infidelity and max-sensitivity of ``result`` to ``batch``, where configured."""
+        checks, positions = self.cfg.checks, context.positions.tolist()
+        if checks.infidelity is not None:
+            started = time.perf_counter()
+            values = infidelity_per_sample(
+                self.handle.explained,
+                x,
+                result.values.detach(),
+                target,
+                positions,
+                noise_scale=checks.infidelity.noise_scale,
+                n_perturb_samples=checks.infidelity.n_perturb_samples,
+                seed=checks.infidelity.seed,
+            )
+            batch.extras["infidelity"] = values.cpu().numpy()
+            batch.checks_seconds["infidelity"] = time.perf_counter() - started
+        if checks.sensitivity is not None:
+            started = time.perf_counter()
+
+            def explain(points: torch.Tensor, point_target: torch.Tensor, position: int) -> torch.Tensor:
+                at = dataclasses.replace(context, positions=torch.full((len(points),), position))
+                return method.attribute(self.handle, points, point_target, at).values.detach()
+
+            values = sensitivity_per_sample(
+                explain,
+                x,
+                target,
+                positions,
+                radius=checks.sensitivity.radius,
+                n_perturb_samples=checks.sensitivity.n_perturb_samples,
+                seed=checks.sensitivity.seed,
+            )
+            batch.extras["sensitivity_max"] = values.cpu().numpy()
+            batch.checks_seconds["sensitivity"] = time.perf_counter() - started
 
     def _deletion_insertion(
         self,

@@ -19,6 +19,15 @@ DRIFT_METRICS = tuple(
 )
 
 
+#: The per-method checks beyond completeness, by their key under ``checks:``, and the per-sample
+#: quantities each adds to every method's results.
+CHECK_QUANTITIES = {
+    "deletion_insertion": DELETION_INSERTION_QUANTITIES,
+    "infidelity": ("infidelity",),
+    "sensitivity": ("sensitivity_max",),
+}
+
+
 def summary_stats(kind: type) -> tuple[str, ...]:
     """How a per-sample quantity is summarised in metrics: flags as a fraction, numbers by stats."""
     return ("fraction",) if kind is bool else ("mean", "p95", "max")
@@ -31,9 +40,10 @@ def method_metric_names(method: Any, checks: Any = None) -> set[str]:
     if method.has_completeness:
         names.update(COMPLETENESS_METRICS)
     quantities = dict(method.per_sample_quantities())
-    if checks is not None and checks.deletion_insertion is not None:
-        quantities.update(dict.fromkeys(DELETION_INSERTION_QUANTITIES, float))
-        names.add("deletion_insertion_seconds")
+    for check, produced in CHECK_QUANTITIES.items():
+        if checks is not None and getattr(checks, check) is not None:
+            quantities.update(dict.fromkeys(produced, float))
+            names.add(f"{check}_seconds")
     for key, kind in quantities.items():
         names.update(f"{key}_{stat}" for stat in summary_stats(kind))
     return names
