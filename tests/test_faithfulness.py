@@ -301,3 +301,17 @@ def test_infidelity_is_captums_own():
         # The stored masks are float32; the check saw the float64 attributions (rounding ~1e-8).
         assert result.extras["infidelity"][i] == pytest.approx(float(direct), rel=1e-6)
     assert "xai/integrated_gradients/infidelity_seconds" in report.metrics()
+
+
+def test_pixel_groups_on_tabular_inputs_are_refused_before_any_batch(monkeypatch):
+    from mlflow_xai.engine.batch import BatchAttributor
+
+    def no_batch(*args, **kwargs):
+        raise AssertionError("a batch ran")
+
+    monkeypatch.setattr(BatchAttributor, "run", no_batch)
+    config = {"checks": {"deletion_insertion": {"features": "pixels"}}}
+    with pytest.raises(
+        ConfigError, match=r"groups the pixels of images \(C, H, W\).*\[5\]; use features: elements"
+    ):
+        mlflow_xai.audit(torch.nn.Linear(5, 2), np.zeros((3, 5), np.float32), config)

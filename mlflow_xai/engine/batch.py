@@ -22,7 +22,7 @@ from mlflow_xai.attribution.robustness import infidelity_per_sample, sensitivity
 from mlflow_xai.checks.faithfulness import deletion_insertion
 from mlflow_xai.config.audit_config import AuditConfig
 from mlflow_xai.config.targets import TopTargets, target_entries
-from mlflow_xai.engine.preflight import _check_fits, _check_targets
+from mlflow_xai.engine.preflight import _check_checks, _check_fits, _check_targets
 from mlflow_xai.engine.progress import AuditProgress
 from mlflow_xai.errors import ModelError, ProbeError
 from mlflow_xai.model.handle import (
@@ -181,6 +181,7 @@ class BatchAttributor:
         window sizes). Call inside ``session()``, before any batch."""
         classes = _check_fits(self.handle, probe, self.dtype)
         _check_targets(self.cfg, probe, classes)
+        _check_checks(self.cfg, probe)
         x = torch.from_numpy(np.array(probe.inputs[:1])).to(self.device, self.dtype)
         for method in self.methods.values():
             method.check_input(self.handle, x)

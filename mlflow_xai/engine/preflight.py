@@ -8,7 +8,7 @@ import torch
 
 from mlflow_xai.config.audit_config import AuditConfig
 from mlflow_xai.config.targets import TopTargets, target_entries
-from mlflow_xai.errors import ModelError, ProbeError
+from mlflow_xai.errors import ConfigError, ModelError, ProbeError
 from mlflow_xai.model.handle import ModelHandle, training_mode_ops
 from mlflow_xai.probe.probe_set import ProbeSet
 
@@ -99,3 +99,14 @@ def _check_targets(cfg: AuditConfig, probe: ProbeSet, classes: int) -> None:
                 f"range: {allowed} ({len(bad)} such label(s)); labels are class indices of the model, "
                 "counted from 0"
             )
+
+
+def _check_checks(cfg: AuditConfig, probe: ProbeSet) -> None:
+    """Refuse a check that cannot apply to the probe's inputs: pixel and patch groups need images."""
+    check = cfg.checks.deletion_insertion
+    if check is not None and check.features != "elements" and len(probe.input_shape) != 3:
+        raise ConfigError(
+            f"checks.deletion_insertion.features {check.features!r} groups the pixels of images "
+            f"(C, H, W), but the probe's inputs have shape {list(probe.input_shape)}; use features: "
+            "elements"
+        )
