@@ -315,3 +315,42 @@ def test_pixel_groups_on_tabular_inputs_are_refused_before_any_batch(monkeypatch
         ConfigError, match=r"groups the pixels of images \(C, H, W\).*\[5\]; use features: elements"
     ):
         mlflow_xai.audit(torch.nn.Linear(5, 2), np.zeros((3, 5), np.float32), config)
+
+
+def test_plain_language_verdicts():
+    from mlflow_xai.report.faithfulness import faithfulness_sentences
+
+    metrics = {
+        "xai/ig/deletion_auc_mean": 0.2,  # 0.8 above the curve against 0.5: 1.6x
+        "xai/ig/deletion_random_auc_mean": 0.5,
+        "xai/ig/insertion_auc_mean": 0.8,  # against 0.4: 2x
+        "xai/ig/insertion_random_auc_mean": 0.4,
+        "xai/gbp/deletion_auc_mean": 0.6,
+        "xai/gbp/deletion_random_auc_mean": 0.5,
+        "xai/gbp/insertion_auc_mean": 0.3,
+        "xai/gbp/insertion_random_auc_mean": 0.4,
+        "xai/saliency/seconds": 1.0,
+    }
+    found = faithfulness_sentences(metrics, ["ig", "gbp", "saliency"])
+    assert set(found) == {"ig", "gbp"}
+    assert found["ig"] == (
+        "deleting features in this order drops the output 1.6x faster than a random order (area above the "
+        "curve 0.80 against 0.50); inserting them raises it 2.0x faster than a random order (area 0.80 "
+        "against 0.40)"
+    )
+    assert "drops the output no faster than a random order" in found["gbp"]
+    assert "raises it no faster than a random order" in found["gbp"]
+
+
+def test_report_html_says_it_in_words(tmp_path):
+    from mlflow_xai.artifacts import write_artifacts
+
+    model = _float64_linear_model()
+    x = np.random.default_rng(8).normal(size=(4, 12))
+    config = {"methods": {"integrated_gradients": {"n_steps": 8}}, "artifacts": {"sheet_samples": 0}}
+    plain = write_artifacts(mlflow_xai.audit(model, x, config), tmp_path / "off")
+    assert "<h2>Faithfulness</h2>" not in (plain / "report.html").read_text()
+    report = mlflow_xai.audit(model, x, {**config, "checks": {"deletion_insertion": CHECK}})
+    html = (write_artifacts(report, tmp_path / "on") / "report.html").read_text()
+    assert "<h2>Faithfulness</h2>" in html
+    assert "deleting features in this order drops the output" in html

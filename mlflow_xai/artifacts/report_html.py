@@ -16,6 +16,7 @@ from typing import Any
 
 from mlflow_xai.artifacts.ig_figures import FIGURES as IG_FIGURES
 from mlflow_xai.report.audit_report import AuditReport
+from mlflow_xai.report.faithfulness import faithfulness_sentences
 from mlflow_xai.report.metric_names import METRIC_PREFIX
 
 REPORT_NAME = "report.html"
@@ -66,6 +67,7 @@ def render_report_html(report: AuditReport, folder: Path, summary: Mapping[str, 
         _header(report),
         _verdicts(report),
         _gate(summary.get("gate")),
+        _faithfulness(report),
         _statistics(report),
         _samples(report, folder),
         _worst(report, folder),
@@ -135,6 +137,19 @@ def _gate(gate: Mapping[str, Any] | None) -> str:
         f"<h2>Gate</h2><p>Gate: {_badge(gate['status'])} &nbsp; "
         f'<span class="muted">exit code {int(gate["exit_code"])}; levels that fail the job: '
         f"{escape(fail_on)}</span></p>" + _table(("check", "level", "detail"), rows, raw=True)
+    )
+
+
+def _faithfulness(report: AuditReport) -> str:
+    sentences = faithfulness_sentences(report.metrics(), report.methods)
+    if not sentences:
+        return ""
+    rows = [(escape(key), escape(sentence)) for key, sentence in sentences.items()]
+    return (
+        "<h2>Faithfulness</h2>"
+        '<p class="muted">Deletion and insertion against random rankings (means over the probe set); '
+        "the margins are in the statistics below.</p>"
+        + _table(("method", "deletion and insertion"), rows, raw=True)
     )
 
 
