@@ -354,3 +354,83 @@ def test_report_html_says_it_in_words(tmp_path):
     html = (write_artifacts(report, tmp_path / "on") / "report.html").read_text()
     assert "<h2>Faithfulness</h2>" in html
     assert "deleting features in this order drops the output" in html
+
+
+def test_steps_that_do_not_divide_the_features_move_floor_k_m_over_steps():
+    """7 features in 3 steps move 0, 2, 4 and 7 of them (floor(7k/3)), not 7k/3 rounded up."""
+    from mlflow_xai.checks.faithfulness import curve_counts
+
+    assert curve_counts(7, 3) == [0, 2, 4, 7]
+    w = torch.ones(7, dtype=torch.float64)
+    x = torch.tensor([[7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]], dtype=torch.float64)
+    found = deletion_insertion(
+        _linear(w, 0.0), x, torch.zeros_like(x), torch.zeros(1, dtype=torch.long), x, [0], steps=3
+    )
+    total = 28.0
+    assert found["deletion_auc"].item() == pytest.approx(
+        _trapezoid([1, 1 - 13 / total, 1 - 22 / total, 0]), abs=1e-12
+    )
+
+
+def test_two_steps_is_the_least_a_curve_takes():
+    w = torch.ones(4, dtype=torch.float64)
+    x = torch.tensor([[4.0, 3.0, 2.0, 1.0]], dtype=torch.float64)
+    args = (_linear(w, 0.0), x, torch.zeros_like(x), torch.zeros(1, dtype=torch.long), x, [0])
+    found = deletion_insertion(*args, steps=2)
+    assert found["deletion_auc"].item() == pytest.approx(_trapezoid([1, 1 - 7 / 10, 0]), abs=1e-12)
+    with pytest.raises(
+        ValueError, match=r"steps must be >= 2 \(a curve needs a point between its ends\), got 1"
+    ):
+        deletion_insertion(*args, steps=1)
+    with pytest.raises(ValueError, match="features must be one of elements, pixels, patches, got 'rows'"):
+        feature_groups((3, 4, 4), "rows")
+
+
+def test_patch_size_reaches_the_groups():
+    """A 4x4 image in 2x2 patches: four groups ranked by their sums (the default 4x4 patch would be one)."""
+    w = torch.ones(16, dtype=torch.float64)
+    x = torch.arange(16, dtype=torch.float64).view(1, 1, 4, 4)
+    patches = [float(x[0, 0, r : r + 2, c : c + 2].sum()) for r in (0, 2) for c in (0, 2)]  # 10, 18, 42, 50
+    removed = [0.0, 50.0, 92.0, 110.0, 120.0]
+    found = deletion_insertion(
+        _linear(w, 0.0), x, torch.zeros_like(x), torch.zeros(1, dtype=torch.long), x, [0],
+        steps=4, features="patches", patch_size=2,
+    )  # fmt: skip
+    assert sorted(patches, reverse=True) == [50.0, 42.0, 18.0, 10.0]
+    assert found["deletion_auc"].item() == pytest.approx(
+        _trapezoid([1 - r / 120 for r in removed]), abs=1e-12
+    )
+
+
+def test_a_gap_at_the_floor_is_degenerate():
+    w = torch.ones(4, dtype=torch.float64)
+    x = torch.tensor([[0.25, 0.25, 0.0, 0.0], [0.5, 0.25, 0.0, 0.0]], dtype=torch.float64)  # gaps 0.5, 0.75
+    found = deletion_insertion(
+        _linear(w, 0.0), x, torch.zeros_like(x), torch.zeros(2, dtype=torch.long), x, [0, 1],
+        steps=2, degenerate_floor=0.5,
+    )  # fmt: skip
+    assert torch.isnan(found["deletion_auc"][0]) and torch.isfinite(found["deletion_auc"][1])
+
+
+def test_passes_of_any_size_give_the_same_curves(linear_case):
+    w, x = linear_case
+    args = (_linear(w), x, torch.zeros_like(x), torch.zeros(3, dtype=torch.long), x * w, [0, 1, 2])
+    one = deletion_insertion(*args, steps=STEPS, batch=1000)
+    small = deletion_insertion(*args, steps=STEPS, batch=5)
+    for key in DELETION_INSERTION_QUANTITIES:
+        torch.testing.assert_close(one[key], small[key], rtol=0, atol=1e-12)
+
+
+def test_the_functions_defaults_are_the_configs():
+    import inspect
+
+    from mlflow_xai.config.sections import DeletionInsertionConfig
+
+    defaults = DeletionInsertionConfig()
+    params = inspect.signature(deletion_insertion).parameters
+    for name, config_name in [
+        ("steps", "steps"), ("features", "features"), ("patch_size", "patch_size"),
+        ("random_draws", "random_draws"), ("seed", "seed"), ("batch", "internal_batch_size"),
+    ]:  # fmt: skip
+        assert params[name].default == getattr(defaults, config_name), name
+    assert inspect.signature(feature_groups).parameters["patch_size"].default == defaults.patch_size

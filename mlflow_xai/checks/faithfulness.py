@@ -49,7 +49,7 @@ FEATURE_GROUPINGS = ("elements", "pixels", "patches")
 
 
 def feature_groups(
-    sample_shape: Sequence[int], features: str, patch_size: int = 1
+    sample_shape: Sequence[int], features: str, patch_size: int = 4
 ) -> tuple[torch.Tensor, int]:
     """The group of each element of one input, flattened in C order, and the number of groups.
 
@@ -131,20 +131,16 @@ def interior_curves(
 
 
 def normalised_area(
-    interior: torch.Tensor,
-    at_input: torch.Tensor,
-    at_baseline: torch.Tensor,
-    *,
-    insertion: bool,
-    floor: float,
+    interior: torch.Tensor, at_input: torch.Tensor, at_baseline: torch.Tensor, *, floor: float
 ) -> torch.Tensor:
-    """Trapezoid area under the normalised curve, per sample; NaN where |F(x) - F(x')| <= floor."""
+    """Trapezoid area under the normalised curve, per sample; NaN where |F(x) - F(x')| <= floor.
+
+    One of a curve's ends is F(x) (normalised 1) and the other F(x') (0), whichever way it runs, so
+    the trapezoid needs only the interior: (sum of the interior + 1/2) / steps."""
     gap = (at_input - at_baseline).double()
-    start, end = (at_baseline, at_input) if insertion else (at_input, at_baseline)
-    curve = torch.cat([start.double().view(-1, 1), interior, end.double().view(-1, 1)], dim=1)
-    normal = (curve - at_baseline.double().view(-1, 1)) / gap.view(-1, 1)
-    steps = curve.shape[1] - 1
-    area = (normal.sum(dim=1) - (normal[:, 0] + normal[:, -1]) / 2) / steps
+    normal = (interior - at_baseline.double().view(-1, 1)) / gap.view(-1, 1)
+    steps = interior.shape[1] + 1
+    area = (normal.sum(dim=1) + 0.5) / steps
     return torch.where(gap.abs() > floor, area, torch.full_like(area, float("nan")))
 
 
@@ -158,7 +154,7 @@ def deletion_insertion(
     *,
     steps: int = 10,
     features: str = "elements",
-    patch_size: int = 1,
+    patch_size: int = 4,
     random_draws: int = 3,
     seed: int = 0,
     batch: int = 128,
@@ -180,9 +176,7 @@ def deletion_insertion(
             interior = interior_curves(
                 f, x, baseline, target, orders, groups, steps, insertion=insertion, batch=batch
             )
-            found.append(
-                normalised_area(interior, at_input, at_baseline, insertion=insertion, floor=degenerate_floor)
-            )
+            found.append(normalised_area(interior, at_input, at_baseline, floor=degenerate_floor))
         return found[0], found[1]
 
     deletion, insertion = areas(group_order(attributions, groups, count).to(x.device))
