@@ -434,3 +434,16 @@ def test_the_functions_defaults_are_the_configs():
     ]:  # fmt: skip
         assert params[name].default == getattr(defaults, config_name), name
     assert inspect.signature(feature_groups).parameters["patch_size"].default == defaults.patch_size
+
+
+def test_called_without_options_it_runs_as_the_config_defaults_say():
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64)
+    w = torch.randn(64, dtype=torch.float64)
+    args = (_linear(w), x, torch.zeros_like(x), torch.zeros(2, dtype=torch.long), torch.randn_like(x), [3, 4])
+    bare = deletion_insertion(*args, features="patches")
+    spelled = deletion_insertion(*args, features="patches", steps=10, patch_size=4, random_draws=3, seed=0)
+    for key in DELETION_INSERTION_QUANTITIES:
+        torch.testing.assert_close(bare[key], spelled[key], rtol=0, atol=0)
+    groups, count = feature_groups((1, 8, 8), "patches")
+    assert count == 4 and torch.equal(groups, feature_groups((1, 8, 8), "patches", 4)[0])
