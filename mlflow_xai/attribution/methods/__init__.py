@@ -2,6 +2,9 @@
 
 Importing this package registers every method (``register`` refuses a name twice). Each adapter's
 parameter model lives in ``attribution.parameters``, which the config schema reads without torch.
+
+May import: ``attribution`` (baselines, quadrature, adaptive, parameters), ``model``, ``checks``,
+``seeding``, ``errors``, Captum.
 """
 
 from mlflow_xai.attribution.methods import (  # noqa: F401  (importing a module registers its methods)
