@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from _allocator import add_allocator_option, set_allocator
 from captum.attr import IntegratedGradients as CaptumIG
-from mlflow_xai.adaptive import completeness_rel_error
 
 from mlflow_xai.attribution.adaptive import adaptive_integrated_gradients
 from mlflow_xai.checks.convergence import step_change_rel_l2
@@ -43,6 +42,12 @@ from mlflow_xai.datasets.cnn import accuracy, train_shapes_cnn
 STEP_GRID = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 COMPLETENESS_TOL, STEP_CHANGE_TOL = 0.01, 0.02
 
+
+
+def completeness_rel_error(attributions: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+    """|sum(attributions) - gap| / |gap| per sample, in float64."""
+    total = attributions.reshape(len(attributions), -1).double().sum(dim=1)
+    return (total - gap.double()).abs() / gap.double().abs()
 
 def captum_ig(model, x, target, n_steps: int, batch_size: int, internal_batch_size: int) -> torch.Tensor:
     explainer = CaptumIG(model)
