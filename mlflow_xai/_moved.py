@@ -47,6 +47,9 @@ MOVED = {
 class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Answers an old path with the module at its new home (the same object, not a copy)."""
 
+    def __init__(self) -> None:
+        self._specs: dict[str, importlib.machinery.ModuleSpec] = {}  # by old name, until exec_module
+
     def find_spec(self, fullname: str, path: object = None, target: object = None):  # noqa: ANN201
         if fullname not in MOVED:
             return None
@@ -60,14 +63,12 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             stacklevel=2,
         )
         module = importlib.import_module(new)
-        self._specs = getattr(self, "_specs", {})
         self._specs[spec.name] = module.__spec__  # importlib overwrites __spec__; put it back
         return module
 
     def exec_module(self, module: ModuleType) -> None:
-        for old, spec in getattr(self, "_specs", {}).items():
-            if sys.modules.get(old) is module or old not in sys.modules:
-                module.__spec__ = spec
+        # importlib has just set __spec__ to the old path's spec; the module keeps its own.
+        module.__spec__ = self._specs.pop(module.__spec__.name)
 
 
 def install() -> None:

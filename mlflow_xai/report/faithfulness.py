@@ -11,6 +11,9 @@ from collections.abc import Iterable, Mapping
 
 from mlflow_xai.report.metric_names import METRIC_PREFIX
 
+#: The means a sentence is made of, in the order it reads them.
+_MEANS = ("deletion_auc_mean", "deletion_random_auc_mean", "insertion_auc_mean", "insertion_random_auc_mean")
+
 
 def _faster(ours: float, random: float) -> str:
     if ours > 0 and random > 0 and ours > random:
@@ -24,13 +27,7 @@ def faithfulness_sentences(metrics: Mapping[str, float], keys: Iterable[str]) ->
     out = {}
     for key in keys:
         prefix = f"{METRIC_PREFIX}/{key}/"
-        names = (
-            "deletion_auc_mean",
-            "deletion_random_auc_mean",
-            "insertion_auc_mean",
-            "insertion_random_auc_mean",
-        )
-        values = [metrics.get(prefix + name) for name in names]
+        values = [metrics.get(prefix + name) for name in _MEANS]
         if any(value is None for value in values):
             continue
         deletion, deletion_random, insertion, insertion_random = values
