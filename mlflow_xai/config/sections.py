@@ -84,8 +84,41 @@ class SensitivityConfig(_Strict):
     seed: int = Field(default=0, description="seed of the perturbations (with each sample's position)")
 
 
+class RandomisationConfig(_Strict):
+    """Model randomisation sanity check (Adebayo et al. 2018, ``mlflow_xai.checks.randomisation``):
+    each method explains copies of the model with its layers randomised from the top down, and its
+    maps are compared with the trained model's. Metrics per method: ``randomisation_similarity``
+    (after the top ``depth`` of the layers are randomised; lower is better), ``randomisation_passed``
+    (fraction of samples below ``max_similarity``), ``randomisation_final_similarity`` (every layer
+    randomised) and ``randomisation_entropy_rise`` (Efficient MPRT: > 1 is better); and
+    ``randomisation_seconds``. Costs one attribution per stage for every method. The user's model
+    is never written to: the layers of a copy are randomised."""
+
+    similarity: Literal["spearman", "spearman_abs", "top_k", "ssim"] = Field(
+        default="spearman",
+        description="what the verdict compares: rank correlation of the signed maps or of |maps|, "
+        "overlap of the top features, or structural similarity of image maps",
+    )
+    max_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] = Field(
+        default=0.5, description="a method passes when its maps' similarity falls below this"
+    )
+    depth: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=0.5, description="fraction of the cascade's stages, from the top, randomised for the verdict"
+    )
+    max_stages: PositiveInt = Field(
+        default=8, description="stages of the cascade; more layers than this are grouped"
+    )
+    top_k: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=0.1, description="top_k: fraction of the features compared"
+    )
+    seed: int = Field(default=0, description="seed of the randomised weights (with each layer's name)")
+
+
 class ChecksConfig(_Strict):
     completeness: CompletenessConfig = CompletenessConfig()
+    randomisation: RandomisationConfig | None = Field(
+        default=None, description="model randomisation sanity check per method; null = off"
+    )
     infidelity: InfidelityConfig | None = Field(default=None, description="infidelity per method; null = off")
     sensitivity: SensitivityConfig | None = Field(
         default=None, description="max-sensitivity per method; null = off"

@@ -66,7 +66,8 @@ class BatchAccumulator:
             for key, value in m.extras.items():
                 column = self.extras[name].get(key)
                 if column is None:
-                    column = self.extras[name][key] = np.zeros(self.n, dtype=value.dtype)
+                    column = np.zeros((self.n, *value.shape[1:]), dtype=value.dtype)
+                    self.extras[name][key] = column
                 column[rows] = value
             if name in self.sums:
                 self.sums[name][rows] = m.attribution_sum

@@ -20,6 +20,7 @@ from mlflow_xai.attribution.baselines import make_baseline
 from mlflow_xai.attribution.methods.base import Attribution, AttributionContext, build, concat_attributions
 from mlflow_xai.attribution.robustness import infidelity_per_sample, sensitivity_per_sample
 from mlflow_xai.checks.faithfulness import deletion_insertion
+from mlflow_xai.checks.randomisation import RandomisationScores, RandomisedCascade, cascade_labels
 from mlflow_xai.config.audit_config import AuditConfig
 from mlflow_xai.config.targets import TopTargets, target_entries
 from mlflow_xai.engine.preflight import _check_checks, _check_fits, _check_targets
@@ -169,6 +170,7 @@ class BatchAttributor:
         self.probe_mean_input = probe_mean  # as given (float64), for executors that rebuild attributors
         mean = None if probe_mean is None else torch.from_numpy(probe_mean)
         self.probe_mean = None if mean is None else mean.to(self.device, self.dtype)
+        self._cascade: RandomisedCascade | None = None  # built on first use, inside session()
 
     @contextmanager
     def session(self) -> Iterator[BatchAttributor]:
@@ -182,6 +184,8 @@ class BatchAttributor:
         classes = _check_fits(self.handle, probe, self.dtype)
         _check_targets(self.cfg, probe, classes)
         _check_checks(self.cfg, probe)
+        if self.cfg.checks.randomisation is not None:
+            self.cascade()  # copying the model can fail: before any batch
         x = torch.from_numpy(np.array(probe.inputs[:1])).to(self.device, self.dtype)
         for method in self.methods.values():
             method.check_input(self.handle, x)
@@ -232,9 +236,65 @@ class BatchAttributor:
                     batch.output_at_input = result.output_at_input.double().cpu().numpy()
                     batch.output_at_baseline = result.output_at_baseline.double().cpu().numpy()
                 out[key] = batch
+            if self.cfg.checks.randomisation is not None:
+                keyed = [out[key] for key in self.keys_of[name]]
+                self._randomisation(name, method, x, targets, context, results, keyed)
             if progress is not None:
                 progress.advance(name, len(x))
         return BatchResult(start, np.asarray(ids), predicted.cpu().numpy(), targets.cpu().numpy(), out)
+
+    def randomisation_layers(self) -> list[str]:
+        """The lowest layer randomised at each stage of the randomisation check; [] without it."""
+        check = self.cfg.checks.randomisation
+        return [] if check is None else cascade_labels(self.model, check.max_stages)
+
+    def cascade(self) -> RandomisedCascade:
+        """The model copy the randomisation check randomises (made once, on the audit's device)."""
+        if self._cascade is None:
+            check = self.cfg.checks.randomisation
+            try:
+                self._cascade = RandomisedCascade(self.model, max_stages=check.max_stages, seed=check.seed)
+            except ValueError as exc:  # no parameters
+                raise ModelError(f"checks.randomisation cannot run: {exc}") from exc
+            except Exception as exc:
+                raise ModelError(
+                    f"checks.randomisation needs a copy of the model to randomise, and copying it "
+                    f"failed ({type(exc).__name__}: {exc}); leave the check out for this model"
+                ) from exc
+        return self._cascade
+
+    def _randomisation(
+        self,
+        name: str,
+        method: Any,
+        x: torch.Tensor,
+        targets: torch.Tensor,
+        context: AttributionContext,
+        results: list[Attribution],
+        batches: list[MethodBatch],
+    ) -> None:
+        """Add the model randomisation check of every target's ``results`` to its ``batches``."""
+        check = self.cfg.checks.randomisation
+        started = time.perf_counter()
+        cascade = self.cascade()
+        handle = dataclasses.replace(self.handle, module=cascade.copy)
+        options = {
+            "similarity": check.similarity,
+            "top_k": check.top_k,
+            "depth": check.depth,
+            "max_similarity": check.max_similarity,
+        }
+        scores = [RandomisationScores(result.values, **options) for result in results]
+        for _ in cascade.cascade():
+            randomised = self.splitters[name].attribute(method, handle, x, targets, context)
+            for score, result in zip(scores, randomised, strict=True):
+                score.add(result.values)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = (time.perf_counter() - started) / len(batches)
+        for batch, score in zip(batches, scores, strict=True):
+            batch.extras.update({key: value.cpu().numpy() for key, value in score.result().items()})
+            batch.checks_seconds["randomisation"] = seconds
 
     def _robustness(
         self,

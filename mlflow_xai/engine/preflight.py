@@ -102,7 +102,14 @@ def _check_targets(cfg: AuditConfig, probe: ProbeSet, classes: int) -> None:
 
 
 def _check_checks(cfg: AuditConfig, probe: ProbeSet) -> None:
-    """Refuse a check that cannot apply to the probe's inputs: pixel and patch groups need images."""
+    """Refuse a check that cannot apply to the probe's inputs: pixel and patch groups and SSIM need
+    images."""
+    randomisation = cfg.checks.randomisation
+    if randomisation is not None and randomisation.similarity == "ssim" and len(probe.input_shape) != 3:
+        raise ConfigError(
+            "checks.randomisation.similarity 'ssim' compares images (C, H, W), but the probe's inputs "
+            f"have shape {list(probe.input_shape)}; use spearman, spearman_abs or top_k"
+        )
     check = cfg.checks.deletion_insertion
     if check is not None and check.features != "elements" and len(probe.input_shape) != 3:
         raise ConfigError(

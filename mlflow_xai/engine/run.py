@@ -201,6 +201,7 @@ def build_report(
         tf32=cfg.precision.tf32,
         oom_splits={name: s.splits for name, s in attributor.splitters.items() if s.splits},
         model_was_training=attributor.model_was_training,
+        randomisation_layers=attributor.randomisation_layers(),
     )
 
 

@@ -47,6 +47,8 @@ class MethodResult:
     completeness: CompletenessResult | None = None
     # Per-sample quantities a method reports beside its attributions (e.g. IG's steps used),
     # each an (N,) array: numbers are summarised as _mean/_p95/_max, booleans as _fraction.
+    # An (N, k) array is a curve per sample (deletion, the randomisation cascade): it is drawn in
+    # the report, not summarised.
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     method: str = ""  # the configured method (``name`` without the slot); defaults to ``name``
     target: str | None = None  # the target slot (``class_208``, ``top2``) when the audit has several
@@ -62,6 +64,8 @@ class MethodResult:
         if self.completeness is not None:
             out.update(self.completeness.metrics())
         for key, values in self.extras.items():
+            if values.ndim != 1:
+                continue
             kind = bool if values.dtype == bool else float
             finite = values if kind is bool else values[np.isfinite(values)]
             if len(finite):
@@ -129,6 +133,7 @@ class AuditReport:
     tf32: bool = False  # TF32 allowed in CUDA matmuls and convolutions
     oom_splits: dict[str, int] = field(default_factory=dict)  # per method: batch halvings on CUDA OOM
     model_was_training: bool = False  # the model came in train mode; it was audited in eval mode
+    randomisation_layers: list[str] = field(default_factory=list)  # lowest layer randomised per stage
     _metrics: dict[str, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -199,6 +204,8 @@ class AuditReport:
                 )
             for name, result in self.methods.items():
                 for key, values in result.extras.items():
+                    if values.ndim != 1:
+                        continue
                     value = values[i]
                     row[f"{name}/{key}"] = bool(value) if values.dtype == bool else float(value)
             rows.append(row)

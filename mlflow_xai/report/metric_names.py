@@ -7,6 +7,7 @@ from typing import Any
 
 from mlflow_xai.checks.completeness import COMPLETENESS_METRICS
 from mlflow_xai.checks.faithfulness import DELETION_INSERTION_QUANTITIES
+from mlflow_xai.checks.randomisation import RANDOMISATION_QUANTITIES
 from mlflow_xai.config.audit_config import AuditConfig
 
 METRIC_PREFIX = "xai"
@@ -20,11 +21,12 @@ DRIFT_METRICS = tuple(
 
 
 #: The per-method checks beyond completeness, by their key under ``checks:``, and the per-sample
-#: quantities each adds to every method's results.
-CHECK_QUANTITIES = {
-    "deletion_insertion": DELETION_INSERTION_QUANTITIES,
-    "infidelity": ("infidelity",),
-    "sensitivity": ("sensitivity_max",),
+#: quantities each adds to every method's results, with their kinds (flags or numbers).
+CHECK_QUANTITIES: dict[str, dict[str, type]] = {
+    "deletion_insertion": dict.fromkeys(DELETION_INSERTION_QUANTITIES, float),
+    "infidelity": {"infidelity": float},
+    "sensitivity": {"sensitivity_max": float},
+    "randomisation": RANDOMISATION_QUANTITIES,
 }
 
 
@@ -42,7 +44,7 @@ def method_metric_names(method: Any, checks: Any = None) -> set[str]:
     quantities = dict(method.per_sample_quantities())
     for check, produced in CHECK_QUANTITIES.items():
         if checks is not None and getattr(checks, check) is not None:
-            quantities.update(dict.fromkeys(produced, float))
+            quantities.update(produced)
             names.add(f"{check}_seconds")
     for key, kind in quantities.items():
         names.update(f"{key}_{stat}" for stat in summary_stats(kind))

@@ -1,0 +1,319 @@
+"""Model randomisation sanity check: the cascade, the similarity measures and the verdict."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from mlflow_xai import audit
+from mlflow_xai.checks.randomisation import (
+    RandomisationScores,
+    RandomisedCascade,
+    attribution_entropy,
+    cascade_labels,
+    cascade_layers,
+    cascade_stages,
+    similarities,
+    ssim,
+    stayed_similar,
+    verdict_stage,
+)
+from mlflow_xai.config import load_config
+from mlflow_xai.errors import ConfigError, ModelError
+from mlflow_xai.report.metric_names import metric_catalogue
+
+
+def relu_cnn(seed: int = 0) -> nn.Sequential:
+    """Six 3x3 conv layers with ReLUs and a linear head: a small VGG-like ReLU CNN."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (cin, cout) in enumerate([(3, 8), (8, 8), (8, 16), (16, 16), (16, 16), (16, 16)]):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU()]
+        if i in (1, 3):
+            layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+
+
+class WithNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.block = nn.Sequential(nn.Conv2d(4, 4, 3), nn.GroupNorm(2, 4), nn.ReLU())
+        self.scale = nn.Parameter(torch.arange(1.0, 5.0))  # a parameter of a module with children
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.block(torch.relu(self.bn(self.conv(x)))).mean(dim=(2, 3)) * self.scale
+        return self.head(h)
+
+
+# --- layers and stages -------------------------------------------------------------------------
+
+
+def test_layers_run_top_down_and_normalisation_goes_with_the_layer_before_it():
+    layers = cascade_layers(WithNorm())
+    # Registration order: (the module itself: scale), conv, bn, block.0, block.1, head.
+    assert layers == [["head"], ["block.0", "block.1"], ["conv", "bn"], [""]]
+
+
+def test_stages_group_contiguous_layers_the_first_ones_taking_the_remainder():
+    layers = [[f"l{i}"] for i in range(7)]
+    assert cascade_stages(layers, 3) == [["l0", "l1", "l2"], ["l3", "l4"], ["l5", "l6"]]
+    assert cascade_stages(layers, 8) == layers
+    assert cascade_stages(layers, 7) == layers
+
+
+def test_stage_labels_name_the_lowest_layer_randomised():
+    model = relu_cnn()
+    names = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert cascade_labels(model, 8) == names[::-1]  # 7 layers, one per stage
+    assert cascade_labels(model, 2) == [names[3], names[0]]  # top 4 layers, then the bottom 3
+
+
+@pytest.mark.parametrize(
+    ("stages", "depth", "expected"),
+    [(7, 0.5, 4), (4, 0.5, 2), (8, 0.5, 4), (5, 1.0, 5), (5, 0.01, 1), (1, 0.5, 1)],
+)
+def test_verdict_stage_is_the_first_stage_covering_the_depth(stages, depth, expected):
+    assert verdict_stage(stages, depth) == expected
+
+
+# --- the randomised copy -----------------------------------------------------------------------
+
+
+def test_the_cascade_randomises_the_top_k_layers_at_stage_k_and_never_the_users_model():
+    model = relu_cnn()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cascade = RandomisedCascade(model, seed=3)
+    layers = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))][::-1]
+    for k, copy in enumerate(cascade.cascade(), start=1):
+        assert copy is not model
+        for depth, name in enumerate(layers):
+            trained = model.get_submodule(name).weight
+            weight = copy.get_submodule(name).weight
+            if depth < k:
+                assert not torch.equal(weight, trained)
+                bound = 1 / math.sqrt(weight[0].numel())  # PyTorch's default init: U(-b, b)
+                assert float(weight.detach().abs().max()) <= bound
+            else:
+                assert torch.equal(weight, trained)
+    assert k == len(layers)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])  # bit-identical
+
+
+def test_the_cascade_is_reproducible_under_a_seed_and_the_same_on_every_pass():
+    model = relu_cnn()
+
+    def final(seed: int) -> dict[str, torch.Tensor]:
+        cascade = RandomisedCascade(model, seed=seed)
+        for copy in cascade.cascade():
+            pass
+        first = {k: v.clone() for k, v in copy.state_dict().items()}
+        for copy in cascade.cascade():  # a second batch starts again from the trained weights
+            pass
+        assert all(torch.equal(first[k], v) for k, v in copy.state_dict().items())
+        return first
+
+    a, b, c = final(0), final(0), final(1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["0.weight"], c["0.weight"])
+
+
+def test_parameter_holders_without_reset_have_their_entries_shuffled():
+    model = WithNorm()
+    cascade = RandomisedCascade(model, seed=0)
+    *_, copy = cascade.cascade()
+    assert not torch.equal(copy.scale, model.scale)
+    assert torch.equal(torch.sort(copy.scale).values, torch.sort(model.scale).values)
+    # BatchNorm's reset: weight 1, bias 0, running statistics cleared.
+    assert torch.equal(copy.bn.weight, torch.ones(4)) and torch.equal(copy.bn.running_var, torch.ones(4))
+
+
+def test_a_model_without_parameters_is_refused_before_any_batch():
+    model = nn.Sequential(nn.Flatten(), nn.Softmax(dim=1))
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    cfg = {"methods": {"saliency": {}}, "checks": {"randomisation": {}}}
+    with pytest.raises(ModelError, match="no parameters"):
+        audit(model, x, cfg)
+
+
+# --- similarity ---------------------------------------------------------------------------------
+
+
+def test_similarity_of_a_map_with_itself_and_with_its_negation():
+    a = torch.randn(3, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    same = similarities(a, a.clone())
+    for measure in ("spearman", "spearman_abs", "top_k", "ssim"):
+        np.testing.assert_allclose(same[measure].numpy(), 1.0, atol=1e-12)
+    negated = similarities(a, -a)
+    np.testing.assert_allclose(negated["spearman"].numpy(), -1.0, atol=1e-12)
+    np.testing.assert_allclose(negated["spearman_abs"].numpy(), 1.0, atol=1e-12)
+    assert "ssim" not in similarities(a.flatten(1), a.flatten(1))  # not an image
+
+
+def test_ssim_against_the_formula_computed_by_hand():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(1, 3, 7, 7)), rng.normal(size=(1, 3, 7, 7))
+    # One 7x7 window: SSIM is the formula on the whole channel-summed |map|, each scaled by its max.
+    x, y = np.abs(a).sum(axis=1)[0], np.abs(b).sum(axis=1)[0]
+    x, y = x / x.max(), y / y.max()
+    mx, my = x.mean(), y.mean()
+    vx, vy, cxy = x.var(), y.var(), ((x - mx) * (y - my)).mean()
+    c1, c2 = 0.01**2, 0.03**2
+    expected = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    got = ssim(torch.from_numpy(a), torch.from_numpy(b))
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+    assert torch.isnan(ssim(torch.from_numpy(a), torch.zeros(1, 3, 7, 7))).all()
+
+
+def test_top_k_overlap_counts_shared_top_features():
+    a = torch.tensor([[10.0, 9, 8, 7, 6, 5, 4, 3, 2, 1]])
+    b = torch.tensor([[10.0, 1, 8, 2, 3, 4, 5, 6, 7, 9]])  # top 2: a {0, 1}, b {0, 9}
+    assert similarities(a, b, top_k=0.2)["top_k"].item() == pytest.approx(0.5)
+
+
+def test_entropy_of_uniform_and_one_hot_maps():
+    uniform, one_hot = torch.ones(1, 16), torch.zeros(1, 16)
+    one_hot[0, 3] = -2.0
+    assert attribution_entropy(uniform).item() == pytest.approx(math.log(16))
+    assert attribution_entropy(one_hot).item() == 0.0
+    assert torch.isnan(attribution_entropy(torch.zeros(1, 16))).all()
+
+
+def test_stayed_similar_counts_leading_stages_at_or_above_the_threshold():
+    assert stayed_similar([0.9, 0.5, 0.4, 0.8], 0.5) == 2
+    assert stayed_similar([0.4, 0.9], 0.5) == 0
+    assert stayed_similar([0.9, float("nan"), 0.9], 0.5) == 1
+    assert stayed_similar([0.6, 0.7], 0.5) == 2
+
+
+def test_scores_take_the_verdict_at_the_depth_and_keep_every_stage():
+    trained = torch.arange(1.0, 9.0).view(1, 8).repeat(2, 1)
+    reverse = trained.flip(1)
+    stages = [trained, trained * 2, reverse, reverse]  # spearman 1, 1, -1, -1 for both samples
+    scores = RandomisationScores(trained, depth=0.5, max_similarity=0.5)
+    for maps in stages:
+        scores.add(maps)
+    out = scores.result()
+    np.testing.assert_allclose(
+        out["randomisation_cascade_spearman"].numpy(), [[1, 1, -1, -1]] * 2, atol=1e-12
+    )
+    np.testing.assert_allclose(out["randomisation_similarity"].numpy(), [1.0, 1.0])  # stage 2 of 4
+    assert not out["randomisation_passed"].any()
+    np.testing.assert_allclose(out["randomisation_final_similarity"].numpy(), [-1.0, -1.0])
+    np.testing.assert_allclose(out["randomisation_entropy_rise"].numpy(), [1.0, 1.0])  # same |values|
+    deeper = RandomisationScores(trained, depth=0.75, max_similarity=0.5)
+    for maps in stages:
+        deeper.add(maps)
+    assert deeper.result()["randomisation_passed"].all()
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_metric_names():
+    cfg = load_config({"methods": {"saliency": {}}, "checks": {"randomisation": {}}})
+    check = cfg.checks.randomisation
+    assert (check.similarity, check.max_similarity, check.depth, check.max_stages, check.seed) == (
+        "spearman",
+        0.5,
+        0.5,
+        8,
+        0,
+    )
+    names = metric_catalogue(cfg)
+    for metric in (
+        "randomisation_similarity_mean",
+        "randomisation_passed_fraction",
+        "randomisation_final_similarity_p95",
+        "randomisation_entropy_rise_max",
+        "randomisation_seconds",
+    ):
+        assert f"xai/saliency/{metric}" in names
+    assert not any("cascade" in name for name in names)
+    off = metric_catalogue(load_config({"methods": {"saliency": {}}}))
+    assert not any("randomisation" in name for name in off)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"similarity": "pearson"}, {"depth": 0}, {"max_similarity": 2}, {"max_stages": 0}, {"top_k": 0}]
+)
+def test_bad_options_are_refused(bad):
+    with pytest.raises(ConfigError):
+        load_config({"methods": {"saliency": {}}, "checks": {"randomisation": bad}})
+
+
+def test_ssim_on_tabular_inputs_is_refused_before_any_compute():
+    model = nn.Sequential(nn.Linear(6, 3))
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    cfg = {"methods": {"saliency": {}}, "checks": {"randomisation": {"similarity": "ssim"}}}
+    with pytest.raises(ConfigError, match="ssim"):
+        audit(model, x, cfg)
+
+
+# --- the known result (Adebayo et al. 2018) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cnn_report():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(8, 3, 16, 16)).astype(np.float32)
+    x[:, :, 4:12, 4:12] += 1.0  # an object in the middle
+    cfg = {
+        "methods": {"guided_backprop": {}, "saliency": {}, "integrated_gradients": {"n_steps": 16}},
+        "checks": {"randomisation": {}},
+        "batch_size": 3,
+    }
+    model = relu_cnn()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = audit(model, x, cfg)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    return report
+
+
+def test_guided_backprop_fails_and_ig_and_saliency_pass_on_a_relu_cnn(cnn_report):
+    metrics = cnn_report.metrics()
+
+    def similarity(name: str) -> float:
+        return metrics[f"xai/{name}/randomisation_similarity_mean"]
+
+    assert similarity("guided_backprop") >= 0.5
+    assert metrics["xai/guided_backprop/randomisation_passed_fraction"] < 0.5
+    for name in ("integrated_gradients", "saliency"):
+        assert similarity(name) < 0.5
+        assert metrics[f"xai/{name}/randomisation_passed_fraction"] > 0.5
+    # Guided backprop's maps stay alike through the top of the network.
+    cascade = cnn_report.methods["guided_backprop"].extras["randomisation_cascade_spearman"]
+    assert cascade.shape == (8, 7)
+    assert stayed_similar(np.nanmean(cascade, axis=0), 0.5) >= 4
+
+
+def test_the_report_names_the_stages_and_keeps_curves_out_of_metrics(cnn_report):
+    assert len(cnn_report.randomisation_layers) == 7
+    assert cnn_report.randomisation_layers[0] == "16"  # the linear head
+    rows = cnn_report.per_sample_rows()
+    assert "saliency/randomisation_similarity" in rows[0]
+    assert not any("cascade" in key for key in rows[0])
+    assert "xai/saliency/randomisation_seconds" in cnn_report.metrics()
+
+
+def test_results_do_not_depend_on_the_batch_size(cnn_report):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, size=(8, 3, 16, 16)).astype(np.float32)
+    x[:, :, 4:12, 4:12] += 1.0
+    cfg = {"methods": {"saliency": {}}, "checks": {"randomisation": {}}, "batch_size": 8}
+    whole = audit(relu_cnn(), x, cfg)
+    np.testing.assert_allclose(
+        whole.methods["saliency"].extras["randomisation_cascade_spearman"],
+        cnn_report.methods["saliency"].extras["randomisation_cascade_spearman"],
+        atol=1e-6,
+    )
