@@ -71,6 +71,12 @@ def test_linear_model_curves_have_their_closed_form(linear_case):
         deletion, insertion = _by_hand(attributions[i].numpy(), D // STEPS)
         assert found["deletion_auc"][i].item() == pytest.approx(deletion, abs=1e-12)
         assert found["insertion_auc"][i].item() == pytest.approx(insertion, abs=1e-12)
+        # The curve itself: the share of F(x) - F(0) carried by the features still in place.
+        a = attributions[i].numpy()
+        order = sorted(range(D), key=lambda j: (-a[j], j))
+        removed = [a[order[: k * (D // STEPS)]].sum() / a.sum() for k in range(STEPS + 1)]
+        np.testing.assert_allclose(found["deletion_curve"][i].numpy(), 1 - np.array(removed), atol=1e-12)
+        np.testing.assert_allclose(found["insertion_curve"][i].numpy(), removed, atol=1e-12)
     margins = found["deletion_random_auc"] - found["deletion_auc"]
     torch.testing.assert_close(found["deletion_margin"], margins)
     torch.testing.assert_close(
@@ -95,6 +101,9 @@ def test_random_rankings_average_to_the_straight_line():
         random_draws=400,
     )
     assert found["deletion_random_auc"].numpy() == pytest.approx([0.5, 0.5], abs=0.05)
+    straight = 1 - np.arange(STEPS + 1) / STEPS  # the expected random deletion curve, point by point
+    np.testing.assert_allclose(found["deletion_random_curve"].numpy(), [straight, straight], atol=0.06)
+    np.testing.assert_allclose(found["insertion_random_curve"].numpy(), [1 - straight] * 2, atol=0.06)
     assert found["insertion_random_auc"].numpy() == pytest.approx([0.5, 0.5], abs=0.05)
     torch.testing.assert_close(
         found["deletion_random_auc"] + found["insertion_random_auc"], torch.ones(2, dtype=torch.float64)
@@ -124,6 +133,8 @@ def test_a_degenerate_gap_has_no_area():
     )
     for key in DELETION_INSERTION_QUANTITIES:
         assert torch.isnan(found[key][0]) and torch.isfinite(found[key][1]), key
+    for key in ("deletion_curve", "insertion_curve", "deletion_random_curve", "insertion_random_curve"):
+        assert torch.isnan(found[key][0]).all() and torch.isfinite(found[key][1]).all(), key
 
 
 def test_feature_groups():

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from mlflow_xai import audit
+from mlflow_xai.artifacts.write import write_artifacts
 from mlflow_xai.checks.randomisation import (
     RandomisationScores,
     RandomisedCascade,
@@ -25,6 +26,7 @@ from mlflow_xai.checks.randomisation import (
 )
 from mlflow_xai.config import load_config
 from mlflow_xai.errors import ConfigError, ModelError
+from mlflow_xai.report.faithfulness import randomisation_verdicts
 from mlflow_xai.report.metric_names import metric_catalogue
 
 
@@ -268,7 +270,7 @@ def cnn_report():
     x[:, :, 4:12, 4:12] += 1.0  # an object in the middle
     cfg = {
         "methods": {"guided_backprop": {}, "saliency": {}, "integrated_gradients": {"n_steps": 16}},
-        "checks": {"randomisation": {}},
+        "checks": {"randomisation": {}, "deletion_insertion": {"steps": 4, "features": "pixels"}},
         "batch_size": 3,
     }
     model = relu_cnn()
@@ -317,3 +319,49 @@ def test_results_do_not_depend_on_the_batch_size(cnn_report):
         cnn_report.methods["saliency"].extras["randomisation_cascade_spearman"],
         atol=1e-6,
     )
+
+
+def test_verdict_sentences_name_the_stage_and_the_layer_it_stayed_alike_through():
+    layers = ["head", "conv3", "conv2", "conv1"]
+    cascades = {
+        "gbp": np.array([[0.9, 0.8, 0.6, 0.2], [0.9, 0.8, 0.4, 0.2]]),  # stage means 0.9 0.8 0.5 0.2
+        "ig": np.array([[0.1, 0.0, 0.0, 0.0], [np.nan, 0.0, 0.0, 0.0]]),
+        "flat": np.full((2, 4), np.nan),
+    }
+    metrics = {
+        "xai/gbp/randomisation_similarity_mean": 0.8,
+        "xai/ig/randomisation_similarity_mean": 0.0,
+        "xai/ig/randomisation_entropy_rise_mean": 1.25,
+    }
+    found = randomisation_verdicts(
+        metrics, cascades, layers, measure="spearman", max_similarity=0.5, depth=0.5
+    )
+    assert found["gbp"][0] == "fail"
+    assert "0.80 >= 0.5 after randomising the top 2 of 4 layer stages (down to conv3)" in found["gbp"][1]
+    assert "stayed alike through layer conv2 (stage 3)" in found["gbp"][1]
+    assert found["ig"][0] == "pass" and "stayed alike" not in found["ig"][1]
+    assert "entropy rise on the fully random model 1.25x" in found["ig"][1]
+    assert found["flat"][0] == "fail"  # nothing compared is never a pass
+
+
+def test_the_report_shows_the_verdicts_curves_and_maps(cnn_report, tmp_path):
+    folder = write_artifacts(cnn_report, tmp_path / "xai")
+    for figure in ("plots/randomisation.png", "plots/deletion_insertion.png"):
+        assert (folder / figure).stat().st_size > 1000
+    for name in ("guided_backprop", "saliency", "integrated_gradients"):
+        assert (folder / name / "randomisation_cascade.png").is_file()
+    stages = cnn_report.randomisation_maps["saliency"]
+    assert stages.shape == (7, 3, 3, 16, 16)  # stages, the first samples, the input's shape
+    # The figure's maps are the ones the check compared: the same similarity at every stage.
+    trained = torch.from_numpy(cnn_report.methods["saliency"].attributions[:3].astype(np.float64))
+    for k in range(7):
+        rho = similarities(trained, torch.from_numpy(stages[k].astype(np.float64)))["spearman"]
+        expected = cnn_report.methods["saliency"].extras["randomisation_cascade_spearman"][:3, k]
+        np.testing.assert_allclose(rho.numpy(), expected, atol=1e-3)
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    section = html[html.index("Sanity check") :]
+    row = section[section.index("<td>guided_backprop</td>") :]
+    assert row.index('class="badge fail"') < row.index("</tr>")
+    row = section[section.index("<td>saliency</td>") :]
+    assert row.index('class="badge pass"') < row.index("</tr>")
+    assert html.count("data:image/png;base64") >= 6

@@ -16,7 +16,7 @@ from typing import Any
 
 from mlflow_xai.artifacts.ig_figures import FIGURES as IG_FIGURES
 from mlflow_xai.report.audit_report import AuditReport
-from mlflow_xai.report.faithfulness import faithfulness_sentences
+from mlflow_xai.report.faithfulness import faithfulness_sentences, randomisation_verdicts
 from mlflow_xai.report.metric_names import METRIC_PREFIX
 
 REPORT_NAME = "report.html"
@@ -67,7 +67,8 @@ def render_report_html(report: AuditReport, folder: Path, summary: Mapping[str, 
         _header(report),
         _verdicts(report),
         _gate(summary.get("gate")),
-        _faithfulness(report),
+        _faithfulness(report, folder),
+        _sanity(report, folder),
         _statistics(report),
         _samples(report, folder),
         _worst(report, folder),
@@ -140,16 +141,56 @@ def _gate(gate: Mapping[str, Any] | None) -> str:
     )
 
 
-def _faithfulness(report: AuditReport) -> str:
+def _faithfulness(report: AuditReport, folder: Path) -> str:
     sentences = faithfulness_sentences(report.metrics(), report.methods)
     if not sentences:
         return ""
     rows = [(escape(key), escape(sentence)) for key, sentence in sentences.items()]
+    figure = _figure(
+        folder / "plots" / "deletion_insertion.png", "mean normalised curves, middle half shaded"
+    )
     return (
         "<h2>Faithfulness</h2>"
         '<p class="muted">Deletion and insertion against random rankings (means over the probe set); '
         "the margins are in the statistics below.</p>"
         + _table(("method", "deletion and insertion"), rows, raw=True)
+        + figure
+    )
+
+
+def _sanity(report: AuditReport, folder: Path) -> str:
+    check = report.config.checks.randomisation
+    if check is None:
+        return ""
+    measure = check.similarity
+    cascades = {
+        key: r.extras[f"randomisation_cascade_{measure}"]
+        for key, r in report.methods.items()
+        if f"randomisation_cascade_{measure}" in r.extras
+    }
+    verdicts = randomisation_verdicts(
+        report.metrics(),
+        cascades,
+        report.randomisation_layers,
+        measure=measure,
+        max_similarity=check.max_similarity,
+        depth=check.depth,
+    )
+    rows = [(escape(key), _badge(verdict), escape(sentence)) for key, (verdict, sentence) in verdicts.items()]
+    figures = [
+        _figure(folder / "plots" / "randomisation.png", "similarity to the trained model's maps by stage")
+    ]
+    figures += [
+        _figure(folder / key / "randomisation_cascade.png", f"{key}: the first samples' maps by stage")
+        for key in report.randomisation_maps
+    ]
+    return (
+        "<h2>Sanity check: model randomisation</h2>"
+        '<p class="muted">Each method explained copies of the model with its layers randomised from the '
+        "top down (Adebayo et al. 2018). An explanation of the model changes when its weights do; one "
+        "that stays alike reflects the input, not what the model learned.</p>"
+        + _table(("method", "verdict", "what happened"), rows, raw=True)
+        + "".join(f for f in figures if f)
     )
 
 

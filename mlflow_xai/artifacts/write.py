@@ -11,6 +11,9 @@ Layout (every path relative to ``xai/``)::
     plots/completeness_error_hist.png    completeness error per sample (log x), every checked method
     plots/steps_hist.png                 gradient evaluations per sample, where a method reports steps
     plots/class_summary.png              per class: count, accuracy, median completeness error
+    plots/deletion_insertion.png         checks.deletion_insertion: mean curves against random rankings
+    plots/randomisation.png              checks.randomisation: similarity to the trained maps by layer
+    <method>/randomisation_cascade.png   images, checks.randomisation: the first samples' maps by stage
     summary.json, per_sample.csv, config.yaml, report.html
 """
 
@@ -26,6 +29,11 @@ from typing import Any
 import numpy as np
 
 from mlflow_xai._version import __version__
+from mlflow_xai.artifacts.faithfulness_plots import (
+    cascade_maps_figure,
+    deletion_insertion_figure,
+    randomisation_figure,
+)
 from mlflow_xai.artifacts.ig_figures import ig_convergence_figures
 from mlflow_xai.artifacts.provenance import provenance
 from mlflow_xai.artifacts.report_html import write_report_html
@@ -39,6 +47,7 @@ from mlflow_xai.artifacts.viz import (
     is_image_shape,
     is_tabular_shape,
 )
+from mlflow_xai.checks.randomisation import verdict_stage
 from mlflow_xai.config.loading import dump_config
 from mlflow_xai.config.sections import check_display_channels
 from mlflow_xai.report.audit_report import AuditReport, MethodResult
@@ -243,6 +252,32 @@ def _summary_plots(report: AuditReport, plots_dir: Path) -> None:
     if steps:
         steps_histogram(steps, plots_dir / "steps_hist.png")
     class_summary_figure(report.class_summary(), plots_dir / "class_summary.png")
+    deletion_insertion_figure(
+        {name: r.extras for name, r in report.methods.items()}, plots_dir / "deletion_insertion.png"
+    )
+    check = report.config.checks.randomisation
+    if check is not None:
+        cascades = {
+            name: r.extras[f"randomisation_cascade_{check.similarity}"]
+            for name, r in report.methods.items()
+            if f"randomisation_cascade_{check.similarity}" in r.extras
+        }
+        randomisation_figure(
+            cascades,
+            report.randomisation_layers,
+            plots_dir / "randomisation.png",
+            measure=check.similarity,
+            max_similarity=check.max_similarity,
+            verdict_stage=verdict_stage(len(report.randomisation_layers), check.depth),
+        )
+        for name, stages in report.randomisation_maps.items():
+            cascade_maps_figure(
+                report.methods[name].attributions[: stages.shape[1]],
+                stages,
+                report.randomisation_layers,
+                plots_dir.parent / name / "randomisation_cascade.png",
+                title=f"{name}: maps as the layers are randomised from the top down",
+            )
 
 
 def _fixed_class(report: AuditReport, result: MethodResult) -> int | None:

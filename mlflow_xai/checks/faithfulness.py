@@ -144,6 +144,24 @@ def normalised_area(
     return torch.where(gap.abs() > floor, area, torch.full_like(area, float("nan")))
 
 
+def normalised_curve(
+    interior: torch.Tensor,
+    at_input: torch.Tensor,
+    at_baseline: torch.Tensor,
+    *,
+    insertion: bool,
+    floor: float,
+) -> torch.Tensor:
+    """(B, steps + 1) the whole normalised curve, ends included (deletion 1 .. 0, insertion 0 .. 1);
+    a row of NaN where |F(x) - F(x')| <= floor."""
+    gap = (at_input - at_baseline).double().view(-1, 1)
+    normal = (interior - at_baseline.double().view(-1, 1)) / gap
+    ones, zeros = torch.ones_like(gap), torch.zeros_like(gap)
+    ends = (zeros, ones) if insertion else (ones, zeros)
+    curve = torch.cat([ends[0], normal, ends[1]], dim=1)
+    return torch.where(gap.abs() > floor, curve, torch.full_like(curve, float("nan")))
+
+
 def deletion_insertion(
     f: ExplainedOutput,
     x: torch.Tensor,
@@ -160,7 +178,9 @@ def deletion_insertion(
     batch: int = 128,
     degenerate_floor: float = 1e-6,
 ) -> dict[str, torch.Tensor]:
-    """The check's per-sample quantities (``DELETION_INSERTION_QUANTITIES``), each (B,) float64.
+    """The check's per-sample quantities (``DELETION_INSERTION_QUANTITIES``), each (B,) float64, and
+    the normalised curves behind them (``deletion_curve``, ``deletion_random_curve``, ...), each
+    (B, steps + 1) float64.
 
     ``positions`` are the samples' positions in the probe set: the random rankings depend on them
     and on ``seed`` only, so a sample's result does not depend on its batch."""
@@ -170,22 +190,35 @@ def deletion_insertion(
     with torch.no_grad():
         at_input, at_baseline = f(x, target).double(), f(baseline.expand_as(x), target).double()
 
-    def areas(orders: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def areas(orders: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(area, curve) of deletion, then of insertion, in ``orders``."""
         found = []
         for insertion in (False, True):
             interior = interior_curves(
                 f, x, baseline, target, orders, groups, steps, insertion=insertion, batch=batch
             )
-            found.append(normalised_area(interior, at_input, at_baseline, floor=degenerate_floor))
-        return found[0], found[1]
+            found.append(
+                (
+                    normalised_area(interior, at_input, at_baseline, floor=degenerate_floor),
+                    normalised_curve(
+                        interior, at_input, at_baseline, insertion=insertion, floor=degenerate_floor
+                    ),
+                )
+            )
+        return found
 
-    deletion, insertion = areas(group_order(attributions, groups, count).to(x.device))
-    random_deletion = torch.zeros_like(deletion)
-    random_insertion = torch.zeros_like(insertion)
+    (deletion, deletion_curve), (insertion, insertion_curve) = areas(
+        group_order(attributions, groups, count).to(x.device)
+    )
+    random_deletion, random_insertion = torch.zeros_like(deletion), torch.zeros_like(insertion)
+    random_deletion_curve = torch.zeros_like(deletion_curve)
+    random_insertion_curve = torch.zeros_like(insertion_curve)
     for draw in range(random_draws):
-        d, i = areas(random_orders(positions, count, seed, draw).to(x.device))
+        (d, d_curve), (i, i_curve) = areas(random_orders(positions, count, seed, draw).to(x.device))
         random_deletion += d / random_draws
         random_insertion += i / random_draws
+        random_deletion_curve += d_curve / random_draws
+        random_insertion_curve += i_curve / random_draws
     return {
         "deletion_auc": deletion,
         "deletion_random_auc": random_deletion,
@@ -193,4 +226,9 @@ def deletion_insertion(
         "insertion_auc": insertion,
         "insertion_random_auc": random_insertion,
         "insertion_margin": insertion - random_insertion,
+        # The normalised curves, (B, steps + 1): for the report's figure, not summarised.
+        "deletion_curve": deletion_curve,
+        "deletion_random_curve": random_deletion_curve,
+        "insertion_curve": insertion_curve,
+        "insertion_random_curve": random_insertion_curve,
     }

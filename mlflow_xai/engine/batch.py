@@ -263,6 +263,27 @@ class BatchAttributor:
                 ) from exc
         return self._cascade
 
+    def cascade_maps(self, inputs: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        """Each result's maps of ``inputs`` (the first probe samples) after every cascade stage, for
+        the report's row of maps: ``{result key: (stages, n, *input_shape)}`` float32. Call inside
+        ``session()``."""
+        x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device=self.device, dtype=self.dtype)
+        target = torch.from_numpy(np.asarray(targets)).to(device=self.device, dtype=torch.int64)
+        context = AttributionContext(
+            torch.arange(len(x)),
+            probe_mean=self.probe_mean,
+            degenerate_floor=self.cfg.checks.completeness.degenerate_floor,
+        )
+        cascade = self.cascade()
+        handle = dataclasses.replace(self.handle, module=cascade.copy)
+        stages: dict[str, list[np.ndarray]] = {}
+        for _ in cascade.cascade():
+            for name, method in self.methods.items():
+                results = self.splitters[name].attribute(method, handle, x, target, context)
+                for key, result in zip(self.keys_of[name], results, strict=True):
+                    stages.setdefault(key, []).append(result.values.detach().float().cpu().numpy())
+        return {key: np.stack(maps) for key, maps in stages.items()}
+
     def _randomisation(
         self,
         name: str,

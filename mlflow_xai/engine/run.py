@@ -148,6 +148,10 @@ def prepare_probe(
     return probe
 
 
+#: Image probes: the first samples whose maps the report shows at every stage of the randomisation check.
+CASCADE_SAMPLES = 3
+
+
 def finish_report(
     cfg: AuditConfig,
     probe: ProbeSet,
@@ -171,7 +175,12 @@ def finish_report(
             cfg.artifacts.sheet_samples,
             cfg.checks.completeness.degenerate_floor,
         )
+        randomisation_maps = {}
+        shown = min(CASCADE_SAMPLES, cfg.artifacts.sheet_samples, len(probe))
+        if cfg.checks.randomisation is not None and len(probe.input_shape) == 3 and shown:
+            randomisation_maps = attributor.cascade_maps(probe.inputs[:shown], gathered.targets[:shown])
     report = build_report(cfg, probe, probe_sha256, gathered, attributor, ig_profiles)
+    report.randomisation_maps = randomisation_maps
     weakref.finalize(report, shutil.rmtree, workdir, ignore_errors=True)
     return report
 

@@ -134,6 +134,9 @@ class AuditReport:
     oom_splits: dict[str, int] = field(default_factory=dict)  # per method: batch halvings on CUDA OOM
     model_was_training: bool = False  # the model came in train mode; it was audited in eval mode
     randomisation_layers: list[str] = field(default_factory=list)  # lowest layer randomised per stage
+    # Image probes with the randomisation check: each result's maps of the first samples at every
+    # stage, (stages, samples, *input_shape), for the report's row of maps.
+    randomisation_maps: dict[str, np.ndarray] = field(default_factory=dict)
     _metrics: dict[str, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
