@@ -458,3 +458,17 @@ def test_called_without_options_it_runs_as_the_config_defaults_say():
         torch.testing.assert_close(bare[key], spelled[key], rtol=0, atol=0)
     groups, count = feature_groups((1, 8, 8), "patches")
     assert count == 4 and torch.equal(groups, feature_groups((1, 8, 8), "patches", 4)[0])
+
+
+@pytest.mark.parametrize(
+    "check", [{}, {"features": "pixels"}, {"features": "patches", "patch_size": 2}, {"baseline": "blur"}]
+)
+def test_a_dumped_config_loads_back_to_the_same_config(check):
+    import yaml
+
+    from mlflow_xai.config.loading import dump_config
+
+    cfg = load_config(
+        {"methods": {"saliency": {}}, "checks": {"deletion_insertion": check, "randomisation": {}}}
+    )
+    assert load_config(yaml.safe_load(dump_config(cfg))) == cfg

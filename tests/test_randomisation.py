@@ -115,12 +115,10 @@ def test_the_cascade_is_reproducible_under_a_seed_and_the_same_on_every_pass():
 
     def final(seed: int) -> dict[str, torch.Tensor]:
         cascade = RandomisedCascade(model, seed=seed)
-        for copy in cascade.cascade():
-            pass
-        first = {k: v.clone() for k, v in copy.state_dict().items()}
-        for copy in cascade.cascade():  # a second batch starts again from the trained weights
-            pass
-        assert all(torch.equal(first[k], v) for k, v in copy.state_dict().items())
+        *_, last = cascade.cascade()
+        first = {k: v.clone() for k, v in last.state_dict().items()}
+        *_, last = cascade.cascade()  # a second batch starts again from the trained weights
+        assert all(torch.equal(first[k], v) for k, v in last.state_dict().items())
         return first
 
     a, b, c = final(0), final(0), final(1)

@@ -123,6 +123,7 @@ def summary_dict(report: AuditReport) -> dict[str, Any]:
         "device": report.device,
         "exported_model": report.exported_model,
         "model_mode": "eval (the model came in train mode)" if report.model_was_training else "eval",
+        "seed_spread": report.seed_spread,  # gate.seed_runs > 1: each metric's spread over seeds
         "provenance": provenance(report),
     }
 

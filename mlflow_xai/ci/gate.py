@@ -6,6 +6,7 @@ Judging reads metrics only, so ``mlflow-xai audit`` (fresh metrics) and ``mlflow
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -27,6 +28,8 @@ class GateCheck:
     level: str  # pass | warn | fail
     message: str
     value: float | None = None
+    # gate.seed_runs > 1: the metric's spread over the seed runs, when a level lies within it.
+    seed_spread: float | None = None
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,18 @@ class GateResult:
     def exit_code(self) -> int:
         return 1 if any(c.level in self.fail_on for c in self.checks) else 0
 
+    @property
+    def noise_warnings(self) -> list[str]:
+        """The thresholds whose verdict another seed could change (a level within the seed spread)."""
+        return [c.message for c in self.checks if c.seed_spread is not None]
+
     def to_dict(self) -> dict[str, object]:
         return {
             "status": self.status,
             "exit_code": self.exit_code,
             "fail_on": list(self.fail_on),
             "checks": [asdict(c) for c in self.checks],
+            "noise_warnings": self.noise_warnings,
         }
 
 
@@ -60,6 +69,7 @@ def judge(
     config: AuditConfig,
     *,
     baseline_metrics: Mapping[str, float] | None = None,
+    seed_spread: Mapping[str, float] | None = None,
 ) -> GateResult:
     """Judge ``metrics`` (``xai/<method>/<quantity>`` -> float) by ``config.gate``.
 
@@ -68,6 +78,9 @@ def judge(
     gate that evaluates no check, names a metric no configured method can produce, or asks for a
     relative threshold without baseline metrics is an error, never a pass. Without a ``gate:``
     section and without a method that has a check, the result is ``unchecked`` (exit code 0).
+    ``seed_spread`` (``AuditReport.seed_spread``) flags each threshold with a level closer to its
+    metric than the metric's spread over seeds: the verdict stands, with a note that another seed
+    could change it.
     """
     gate: GateConfig = config.gate
     checks: list[GateCheck] = []
@@ -81,7 +94,10 @@ def judge(
     for written, threshold in gate.thresholds.items():
         for name in per_target(written, config, catalogue):
             if name in metrics:
-                checks.append(_judge_threshold(name, float(metrics[name]), threshold, baseline_metrics))
+                check = _judge_threshold(name, float(metrics[name]), threshold, baseline_metrics)
+                if seed_spread and name in seed_spread:
+                    check = _with_noise(check, threshold, seed_spread[name], baseline_metrics)
+                checks.append(check)
             else:
                 checks.append(GateCheck(name, "threshold", "fail", _why_missing(name, metrics)))
     if not checks and gate_is_configured(config):
@@ -116,6 +132,30 @@ def _judge_threshold(
             )
         base = float(baseline_metrics[name])
     return _threshold_check(name, value, threshold, base)
+
+
+def _with_noise(
+    check: GateCheck, threshold: ThresholdConfig, spread: float, baseline_metrics: Mapping[str, float] | None
+) -> GateCheck:
+    """``check`` with a note when one of its levels lies within ``spread`` of the metric."""
+    value = check.value
+    if value is None or not np.isfinite(value):
+        return check
+    levels = [level for level in (threshold.warn, threshold.fail) if level is not None]
+    if threshold.relative:
+        base = float(baseline_metrics[check.name])  # _judge_threshold has made sure it is there
+        sign = 1.0 if threshold.higher_is_better else -1.0
+        scale = max(abs(base), 1e-12)
+        worse = -sign * (value - base) / scale  # the relative change in the bad direction
+        near = any(abs(worse - level) <= spread / scale for level in levels)
+    else:
+        near = any(abs(value - level) <= spread for level in levels)
+    if not near:
+        return check
+    note = (
+        f"; within the seed noise (spread {spread:.3g} over gate.seed_runs): another seed could change this"
+    )
+    return dataclasses.replace(check, message=check.message + note, seed_spread=spread)
 
 
 def gate_is_configured(config: AuditConfig) -> bool:

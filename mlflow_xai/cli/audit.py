@@ -125,7 +125,9 @@ def _audit_in_a_run(args: argparse.Namespace, checked: _Checked, quiet_ray: Any)
         run_id = active.info.run_id
         mlflow.set_tags({"mlflow_xai.model_uri": args.model_uri, "xai.status": "running"})
         report, metrics, baseline_metrics = _audit_and_compare(args, checked)
-        result = judge(metrics, checked.config, baseline_metrics=baseline_metrics)
+        result = judge(
+            metrics, checked.config, baseline_metrics=baseline_metrics, seed_spread=report.seed_spread
+        )
         extra_files = _gate_files(args, result, baseline_metrics)
         if args.output_dir:
             _write_folder_atomically(

@@ -1,5 +1,4 @@
-"""Loading a config from YAML or a mapping, and dumping it back exactly as validated.
-"""
+"""Loading a config from YAML or a mapping, and dumping it back exactly as validated."""
 
 from __future__ import annotations
 
@@ -72,3 +71,22 @@ def dump_config(config: AuditConfig) -> str:
     """The config as YAML, exactly as validated (logged with every run)."""
     # Disabled methods and unset options are left out, so that the file loads back to this config.
     return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def shifted_seeds(config: AuditConfig, shift: int) -> AuditConfig:
+    """``config`` with every seed in it (the audit's, each method's and each check's) moved by
+    ``shift``, and one seed run: the same audit under other random draws."""
+
+    def shift_all(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {
+                key: (item + shift if key == "seed" and isinstance(item, int) else shift_all(item))
+                for key, item in value.items()
+            }
+        if isinstance(value, list):
+            return [shift_all(item) for item in value]
+        return value
+
+    data = shift_all(config.model_dump(mode="json", exclude_none=True))
+    data["gate"]["seed_runs"] = 1
+    return AuditConfig.model_validate(data)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     Field,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -51,6 +52,15 @@ class DeletionInsertionConfig(_Strict):
     random_draws: PositiveInt = Field(default=3, description="random rankings averaged for the control")
     seed: int = Field(default=0, description="seed of the random rankings (with each sample's position)")
     internal_batch_size: PositiveInt = Field(default=128, description="perturbed inputs per forward pass")
+
+    @model_serializer(mode="wrap")
+    def _patch_size_of_patches(self, handler: Any) -> Any:
+        # patch_size means something for patches only, and is refused with other groupings: a
+        # dumped config must load back.
+        data = handler(self)
+        if self.features != "patches":
+            data.pop("patch_size", None)
+        return data
 
     @model_validator(mode="after")
     def _patch_size_with_patches(self) -> DeletionInsertionConfig:
@@ -294,6 +304,11 @@ class GateConfig(_Strict):
     )
     method_checks: bool = Field(
         default=True, description="each method's own checks (completeness) are gate checks too"
+    )
+    seed_runs: PositiveInt = Field(
+        default=1,
+        description="audits run with every seed shifted (1 = off, 2 = a second seed): each metric's "
+        "spread over them is reported, and a threshold closer to its metric than that is flagged",
     )
 
     @model_validator(mode="after")

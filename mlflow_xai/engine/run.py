@@ -21,7 +21,7 @@ import torch.nn as nn
 from mlflow_xai.attribution.baselines import make_baseline
 from mlflow_xai.attribution.path_profiles import IGPathProfiles, ig_path_profiles
 from mlflow_xai.config.audit_config import AuditConfig
-from mlflow_xai.config.loading import load_config
+from mlflow_xai.config.loading import load_config, shifted_seeds
 from mlflow_xai.config.sections import check_display_channels
 from mlflow_xai.config.targets import target_entries
 from mlflow_xai.engine.accumulate import BatchAccumulator
@@ -35,6 +35,7 @@ from mlflow_xai.probe.loaders import load_probe
 from mlflow_xai.probe.memory import release_pages
 from mlflow_xai.probe.probe_set import FOLDER_ORDER, ProbeSet
 from mlflow_xai.report.audit_report import AuditReport
+from mlflow_xai.report.seed_noise import metric_spread
 
 
 def audit(
@@ -83,7 +84,8 @@ def audit_prepared(
     reports samples x methods on stderr: None (the command line's choice) a bar on a terminal and
     a line every ~10 s elsewhere (a CI log), True a bar, False nothing (the default for a library).
     ``executor`` attributes the batches; by default the one ``distributed.engine`` names (with
-    ``ray``, a pool of Ray actors: ``mlflow_xai.distributed``).
+    ``ray``, a pool of Ray actors: ``mlflow_xai.distributed``). With ``gate.seed_runs`` > 1 the
+    audit runs again with every seed shifted, and ``report.seed_spread`` holds each metric's spread.
     """
     executor = executor_for(cfg) if executor is None else executor
     probe_mean = _probe_mean(probe) if _needs_probe_mean(cfg.model_dump()) else None
@@ -112,10 +114,25 @@ def audit_prepared(
                 gathered.add(result)
                 if cache is not None:
                     cache.put(result)
-        return finish_report(cfg, probe, probe_sha256, gathered, attributor, workdir)
+        report = finish_report(cfg, probe, probe_sha256, gathered, attributor, workdir)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)  # an interrupted audit leaves no attribution files
         raise
+    if cfg.gate.seed_runs > 1:
+        runs = [report.metrics()]
+        for shift in range(1, cfg.gate.seed_runs):
+            other = audit_prepared(
+                model,
+                probe,
+                shifted_seeds(cfg, shift),
+                probe_sha256=probe_sha256,
+                progress=False,
+                preflight=False,
+                executor=executor,
+            )
+            runs.append(other.metrics())
+        report.seed_spread = metric_spread(runs)
+    return report
 
 
 def prepare_probe(

@@ -137,6 +137,8 @@ class AuditReport:
     # Image probes with the randomisation check: each result's maps of the first samples at every
     # stage, (stages, samples, *input_shape), for the report's row of maps.
     randomisation_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    # gate.seed_runs > 1: each metric's spread over the audits run with shifted seeds.
+    seed_spread: dict[str, float] = field(default_factory=dict)
     _metrics: dict[str, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -199,9 +201,7 @@ class AuditReport:
                 c = result.completeness
                 if c is None:
                     continue
-                row[f"{name}/completeness_rel_error"] = (
-                    "" if c.degenerate[i] else float(c.rel_error[i])
-                )
+                row[f"{name}/completeness_rel_error"] = "" if c.degenerate[i] else float(c.rel_error[i])
                 row[f"{name}/status"] = (
                     "degenerate_baseline" if c.degenerate[i] else ("pass" if c.passed[i] else "fail")
                 )
