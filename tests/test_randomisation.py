@@ -78,6 +78,11 @@ def test_stage_labels_name_the_lowest_layer_randomised():
     assert cascade_labels(model, 2) == [names[3], names[0]]  # top 4 layers, then the bottom 3
 
 
+def test_a_stage_is_labelled_by_its_lowest_layer_not_by_the_normalisation_with_it():
+    assert cascade_labels(WithNorm(), 8) == ["head", "block.0", "conv", "(model)"]
+    assert cascade_labels(WithNorm(), 2) == ["block.0", "(model)"]  # stages: head + block, conv + scale
+
+
 @pytest.mark.parametrize(
     ("stages", "depth", "expected"),
     [(7, 0.5, 4), (4, 0.5, 2), (8, 0.5, 4), (5, 1.0, 5), (5, 0.01, 1), (1, 0.5, 1)],

@@ -75,22 +75,29 @@ def cascade_layers(model: nn.Module) -> list[list[str]]:
     return layers[::-1]
 
 
-def cascade_stages(layers: Sequence[list[str]], max_stages: int) -> list[list[str]]:
-    """The layers in at most ``max_stages`` contiguous stages, top down, as even as they come (the
-    first stages take one layer more when they do not divide evenly)."""
+def _grouped(layers: Sequence[list[str]], max_stages: int) -> list[list[list[str]]]:
+    """The layers in at most ``max_stages`` contiguous groups, as even as they come (the first
+    groups take one layer more when they do not divide evenly)."""
     count = min(len(layers), max_stages)
     size, extra = divmod(len(layers), count) if count else (0, 0)
-    stages, start = [], 0
+    groups, start = [], 0
     for k in range(count):
         end = start + size + (1 if k < extra else 0)
-        stages.append([name for layer in layers[start:end] for name in layer])
+        groups.append(list(layers[start:end]))
         start = end
-    return stages
+    return groups
+
+
+def cascade_stages(layers: Sequence[list[str]], max_stages: int) -> list[list[str]]:
+    """The module names each stage randomises, top down: ``layers`` (``cascade_layers``) in at most
+    ``max_stages`` contiguous groups."""
+    return [[name for layer in group for name in layer] for group in _grouped(layers, max_stages)]
 
 
 def cascade_labels(model: nn.Module, max_stages: int) -> list[str]:
-    """Each stage's label: the lowest layer randomised once the stage has run."""
-    return [stage[-1] for stage in cascade_stages(cascade_layers(model), max_stages)]
+    """Each stage's label: the lowest layer randomised once the stage has run (its first module,
+    not the normalisation that goes with it); ``(model)`` for parameters of the model itself."""
+    return [group[-1][0] or "(model)" for group in _grouped(cascade_layers(model), max_stages)]
 
 
 def verdict_stage(stages: int, depth: float) -> int:
