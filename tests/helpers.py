@@ -28,3 +28,14 @@ def target_column(model: nn.Module):
         return model(x).gather(1, target.view(-1, 1)).squeeze(1)
 
     return f
+
+
+def relu_cnn(seed: int = 0) -> nn.Sequential:
+    """Six 3x3 conv layers with ReLUs and a linear head: a small VGG-like ReLU CNN."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (cin, cout) in enumerate([(3, 8), (8, 8), (8, 16), (16, 16), (16, 16), (16, 16)]):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU()]
+        if i in (1, 3):
+            layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
