@@ -442,6 +442,7 @@ def test_the_functions_defaults_are_the_configs():
     for name, config_name in [
         ("steps", "steps"), ("features", "features"), ("patch_size", "patch_size"),
         ("random_draws", "random_draws"), ("seed", "seed"), ("batch", "internal_batch_size"),
+        ("removal", "removal"), ("noise", "noise"),
     ]:  # fmt: skip
         assert params[name].default == getattr(defaults, config_name), name
     assert inspect.signature(feature_groups).parameters["patch_size"].default == defaults.patch_size
@@ -461,7 +462,14 @@ def test_called_without_options_it_runs_as_the_config_defaults_say():
 
 
 @pytest.mark.parametrize(
-    "check", [{}, {"features": "pixels"}, {"features": "patches", "patch_size": 2}, {"baseline": "blur"}]
+    "check",
+    [
+        {},
+        {"features": "pixels"},
+        {"features": "patches", "patch_size": 2},
+        {"baseline": "blur"},
+        {"removal": "noisy_linear", "noise": 0.05},
+    ],
 )
 def test_a_dumped_config_loads_back_to_the_same_config(check):
     import yaml
@@ -472,3 +480,98 @@ def test_a_dumped_config_loads_back_to_the_same_config(check):
         {"methods": {"saliency": {}}, "checks": {"deletion_insertion": check, "randomisation": {}}}
     )
     assert load_config(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+# --- ROAD's noisy linear imputation -----------------------------------------------------------------
+
+_WEIGHTS = np.array([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
+
+
+def _neighbour_mean(plane: np.ndarray, y: int, x: int) -> float:
+    """The weighted mean of a pixel's neighbours inside the image, in float64 by hand."""
+    total = weight = 0.0
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if 0 <= y + dy < plane.shape[0] and 0 <= x + dx < plane.shape[1]:
+                total += _WEIGHTS[dy + 1, dx + 1] * plane[y + dy, x + dx]
+                weight += _WEIGHTS[dy + 1, dx + 1]
+    return total / weight
+
+
+def test_every_imputed_value_is_the_weighted_mean_of_its_neighbours():
+    from mlflow_xai.checks.faithfulness import linear_imputation
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 9, 7, generator=g, dtype=torch.float64)
+    removed = torch.rand(2, 3, 9, 7, generator=g) < 0.6
+    removed[0, 1, 2:7, 1:6] = True  # a hole of 25 pixels as well
+    out = linear_imputation(x, removed, tolerance=1e-12).numpy()
+    for i, c, y, col in zip(*np.nonzero(removed.numpy()), strict=True):
+        assert out[i, c, y, col] == pytest.approx(_neighbour_mean(out[i, c], y, col), abs=1e-9)
+    np.testing.assert_array_equal(out[~removed.numpy()], x.numpy()[~removed.numpy()])
+
+
+def test_imputation_known_answers_a_ramp_and_a_single_kept_pixel():
+    from mlflow_xai.checks.faithfulness import linear_imputation
+
+    rows, cols = torch.meshgrid(torch.arange(8.0), torch.arange(10.0), indexing="ij")
+    ramp = (0.5 * rows - 0.25 * cols + 1).double().view(1, 1, 8, 10)
+    inside = torch.zeros(1, 1, 8, 10, dtype=torch.bool)
+    inside[..., 2:6, 3:8] = True  # away from the border, a symmetric mean reproduces a plane
+    out = linear_imputation(ramp.clone().masked_fill(inside, 7.0), inside, tolerance=1e-12)
+    torch.testing.assert_close(out, ramp, rtol=0, atol=1e-9)
+    one = torch.ones(1, 1, 5, 5, dtype=torch.bool)
+    one[0, 0, 4, 0] = False  # one pixel kept: the only solution is that value everywhere
+    values = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    values[0, 0, 4, 0] = 3.0
+    torch.testing.assert_close(linear_imputation(values, one, tolerance=1e-12), torch.full_like(values, 3.0))
+
+
+def test_noisy_linear_curves_use_the_imputation_plus_seeded_noise():
+    from mlflow_xai.checks.faithfulness import linear_imputation, noisy_linear_imputer
+
+    g = torch.Generator().manual_seed(1)
+    points = torch.rand(2, 1, 6, 6, generator=g, dtype=torch.float64)
+    out_of_place = torch.rand(2, 1, 6, 6, generator=g) < 0.5
+    clean = noisy_linear_imputer([4, 9], noise=0.0, seed=3)(
+        points, out_of_place, torch.tensor([0, 1]), torch.tensor([2, 2])
+    )
+    torch.testing.assert_close(clean, linear_imputation(points, out_of_place))
+    noisy = noisy_linear_imputer([4, 9], noise=0.5, seed=3)(
+        points, out_of_place, torch.tensor([0, 1]), torch.tensor([2, 2])
+    )
+    gap = (noisy - clean).numpy()
+    assert np.all(gap[~out_of_place.numpy()] == 0)  # kept values are never noised
+    assert np.std(gap[out_of_place.numpy()]) == pytest.approx(0.5, rel=0.35)
+    # The draws depend on (seed, position, step), not on the batch: sample 1 alone gets the same.
+    alone = noisy_linear_imputer([9], noise=0.5, seed=3)(
+        points[1:], out_of_place[1:], torch.tensor([0]), torch.tensor([2])
+    )
+    torch.testing.assert_close(alone, noisy[1:])
+
+
+def test_noisy_linear_deletion_on_a_linear_model_is_batch_invariant_and_ends_at_the_baseline():
+    torch.manual_seed(0)
+    x = torch.rand(3, 2, 6, 6, dtype=torch.float64)
+    w = torch.randn(72, dtype=torch.float64)
+    args = (_linear(w), x, torch.zeros_like(x), torch.zeros(3, dtype=torch.long), x * w.view(2, 6, 6))
+    whole = deletion_insertion(*args, [0, 1, 2], steps=4, removal="noisy_linear", random_draws=2)
+    for i in range(3):
+        one = deletion_insertion(
+            _linear(w), x[i : i + 1], torch.zeros_like(x[i : i + 1]), torch.zeros(1, dtype=torch.long),
+            (x * w.view(2, 6, 6))[i : i + 1], [i], steps=4, removal="noisy_linear", random_draws=2,
+        )  # fmt: skip
+        for key in DELETION_INSERTION_QUANTITIES:
+            torch.testing.assert_close(one[key], whole[key][i : i + 1])
+    plain = deletion_insertion(*args, [0, 1, 2], steps=4, random_draws=2)
+    assert not torch.allclose(plain["deletion_curve"][:, 1:-1], whole["deletion_curve"][:, 1:-1])
+    torch.testing.assert_close(whole["deletion_curve"][:, -1], torch.zeros(3, dtype=torch.float64))
+
+
+def test_noisy_linear_is_refused_on_non_images_and_noise_without_it():
+    with pytest.raises(ConfigError, match="noise applies to removal 'noisy_linear' only"):
+        load_config({"checks": {"deletion_insertion": {"noise": 0.1}}})
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    cfg = {"methods": {"saliency": {}}, "checks": {"deletion_insertion": {"removal": "noisy_linear"}}}
+    with pytest.raises(ConfigError, match="noisy_linear"):
+        mlflow_xai.audit(torch.nn.Linear(6, 2), x, cfg)

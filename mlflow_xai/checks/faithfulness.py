@@ -33,6 +33,11 @@ import torch
 from mlflow_xai.seeding import sample_generator
 
 ExplainedOutput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``impute(points, out_of_place, sample, step)``: the points with their out-of-place entries filled.
+Imputer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: What features out of place become: the baseline, or ROAD's noisy linear imputation.
+REMOVALS = ("baseline", "noisy_linear")
 
 #: The per-sample quantities of the check, as ``Attribution.extras`` names them (float, one per sample).
 DELETION_INSERTION_QUANTITIES = (
@@ -92,6 +97,95 @@ def random_orders(positions: Sequence[int], count: int, seed: int, draw: int) ->
     )
 
 
+#: ROAD's neighbour weights (Rong et al. 2022): 1/6 for the four direct neighbours, 1/12 for the
+#: four diagonal ones; a pixel on the border divides by the weights of the neighbours it has.
+NEIGHBOUR_WEIGHTS = (
+    (1 / 12, 1 / 6, 1 / 12),
+    (1 / 6, 0.0, 1 / 6),
+    (1 / 12, 1 / 6, 1 / 12),
+)
+
+
+def linear_imputation(
+    images: torch.Tensor, removed: torch.Tensor, *, tolerance: float = 1e-6, max_iterations: int | None = None
+) -> torch.Tensor:
+    """ROAD's linear imputation: every removed value becomes the weighted mean of its eight
+    neighbours (``NEIGHBOUR_WEIGHTS``), removed or not, per channel.
+
+    ``images`` (n, C, H, W) and ``removed`` (bool, the same shape). The values of a plane's removed
+    entries solve the linear system ``d_p v_p - sum_q w_pq v_q = sum_k w_pk x_k`` (q removed, k kept,
+    d_p the weight of p's neighbours), which is symmetric and positive definite wherever the plane
+    keeps at least one value; conjugate gradients solve it to a residual of ``tolerance`` times the
+    right-hand side (at most ``max_iterations`` steps, by default 4 (H + W) + 50), each plane on its
+    own, so that its values do not depend on the planes beside it in the batch. A plane with
+    every value removed has nothing to impute from and is returned as zeros where removed. float64.
+    """
+    n, c, h, w = images.shape
+    v = images.detach().double().reshape(n * c, 1, h, w)
+    unknown = removed.reshape(n * c, 1, h, w)
+    kernel = torch.tensor(NEIGHBOUR_WEIGHTS, dtype=torch.float64, device=v.device).view(1, 1, 3, 3)
+
+    def spread(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(t, kernel, padding=1)
+
+    degree = spread(torch.ones_like(v))
+    zero = torch.zeros_like(v)
+    rhs = torch.where(unknown, spread(torch.where(unknown, zero, v)), zero)
+
+    def system(t: torch.Tensor) -> torch.Tensor:
+        return torch.where(unknown, degree * t - spread(t), zero)
+
+    def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a * b).sum(dim=(1, 2, 3), keepdim=True)
+
+    solution = zero.clone()
+    residual = rhs.clone()
+    direction = residual.clone()
+    squared = dot(residual, residual)
+    goal = (tolerance**2) * dot(rhs, rhs)
+    tiny = torch.finfo(torch.float64).tiny
+    for _ in range(max_iterations if max_iterations is not None else 4 * (h + w) + 50):
+        active = squared > goal  # a plane stops where it converged: its result is the same in any batch
+        if not bool(active.any()):
+            break
+        moved = system(direction)
+        step = torch.where(active, squared / dot(direction, moved).clamp_min(tiny), 0.0)
+        solution = solution + step * direction
+        residual = residual - step * moved
+        new_squared = dot(residual, residual)
+        direction = torch.where(
+            active, residual + (new_squared / squared.clamp_min(tiny)) * direction, direction
+        )
+        squared = new_squared
+    return torch.where(unknown, solution, v).view(n, c, h, w)
+
+
+def noisy_linear_imputer(positions: Sequence[int], *, noise: float, seed: int) -> Imputer:
+    """ROAD's noisy linear imputation (Rong et al. 2022) for ``interior_curves``: the linear
+    imputation of the out-of-place values plus Gaussian noise of standard deviation ``noise`` on
+    them, drawn from (seed, the sample's position, the step). A plane with nothing left to impute
+    from (every value out of place) keeps the baseline's values."""
+
+    def impute(points: torch.Tensor, out_of_place: torch.Tensor, sample: torch.Tensor, step: torch.Tensor):
+        filled = linear_imputation(points, out_of_place)
+        draws = torch.stack(
+            [
+                torch.randn(
+                    points.shape[1:],
+                    generator=sample_generator(seed, int(positions[int(i)]), f"noisy_linear/{int(k)}"),
+                    dtype=torch.float64,
+                )
+                for i, k in zip(sample, step, strict=True)
+            ]
+        ).to(filled.device)
+        filled = torch.where(out_of_place, filled + noise * draws, filled)
+        planes = out_of_place.flatten(2).all(dim=2)  # (n, C): nothing kept to impute from
+        filled = torch.where(planes[:, :, None, None], points.double(), filled)
+        return filled.to(points.dtype)
+
+    return impute
+
+
 def curve_counts(count: int, steps: int) -> list[int]:
     """Groups moved at each step k = 0 .. steps: floor(k * count / steps)."""
     return [k * count // steps for k in range(steps + 1)]
@@ -108,9 +202,12 @@ def interior_curves(
     *,
     insertion: bool,
     batch: int,
+    impute: Imputer | None = None,
 ) -> torch.Tensor:
     """F at steps 1 .. steps - 1 of each sample's curve (the ends are F(x) and F(x') whatever the
-    order): (B, steps - 1) float64, evaluated ``batch`` perturbed inputs at a time."""
+    order): (B, steps - 1) float64, evaluated ``batch`` perturbed inputs at a time. With ``impute``
+    the features out of place (removed, or not inserted yet) are filled by it instead of taken from
+    the baseline."""
     n, count = len(x), orders.shape[1]
     counts = torch.tensor(curve_counts(count, steps)[1:-1], device=x.device)
     rank = torch.empty_like(orders)
@@ -125,6 +222,9 @@ def interior_curves(
         moved = element_rank[sample] < counts[step].view(-1, 1)
         first, second = (flat_base, flat_x) if insertion else (flat_x, flat_base)
         points = torch.where(moved, second[sample], first[sample]).view(-1, *x.shape[1:])
+        if impute is not None:
+            out_of_place = (~moved if insertion else moved).view_as(points)
+            points = impute(points, out_of_place, sample, step + 1)
         with torch.no_grad():
             out[start : start + len(pair)] = f(points, target[sample]).double()
     return out.view(len(counts), n).T
@@ -177,6 +277,8 @@ def deletion_insertion(
     seed: int = 0,
     batch: int = 128,
     degenerate_floor: float = 1e-6,
+    removal: str = "baseline",
+    noise: float = 0.01,
 ) -> dict[str, torch.Tensor]:
     """The check's per-sample quantities (``DELETION_INSERTION_QUANTITIES``), each (B,) float64, and
     the normalised curves behind them (``deletion_curve``, ``deletion_random_curve``, ...), each
@@ -186,6 +288,14 @@ def deletion_insertion(
     and on ``seed`` only, so a sample's result does not depend on its batch."""
     if steps < 2:
         raise ValueError(f"steps must be >= 2 (a curve needs a point between its ends), got {steps}")
+    if removal not in REMOVALS:
+        raise ValueError(f"removal must be one of {', '.join(REMOVALS)}, got {removal!r}")
+    if removal == "noisy_linear" and x.ndim != 4:
+        raise ValueError(
+            "removal 'noisy_linear' imputes from neighbouring pixels of images (C, H, W); inputs are "
+            f"{tuple(x.shape[1:])}"
+        )
+    impute = noisy_linear_imputer(positions, noise=noise, seed=seed) if removal == "noisy_linear" else None
     groups, count = feature_groups(x.shape[1:], features, patch_size)
     with torch.no_grad():
         at_input, at_baseline = f(x, target).double(), f(baseline.expand_as(x), target).double()
@@ -195,7 +305,7 @@ def deletion_insertion(
         found = []
         for insertion in (False, True):
             interior = interior_curves(
-                f, x, baseline, target, orders, groups, steps, insertion=insertion, batch=batch
+                f, x, baseline, target, orders, groups, steps, insertion=insertion, batch=batch, impute=impute
             )
             found.append(
                 (

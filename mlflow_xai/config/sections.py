@@ -38,7 +38,10 @@ class DeletionInsertionConfig(_Strict):
 
     Removed features become ``baseline`` (any baseline kind: zeros, a constant, a blur of the
     input, the probe mean, ...). A hard replacement can itself move the output (the class leakage
-    ROAD's noisy imputation avoids); the random control pays the same price, so hold the margin."""
+    ROAD's noisy imputation avoids); the random control pays the same price, so hold the margin.
+    ``removal: noisy_linear`` (images) fills the features out of place from their neighbours instead
+    (Rong et al. 2022), at the cost of a linear solve per perturbed input; the curves still end at
+    F(x) and at F(baseline)."""
 
     steps: Annotated[int, Field(ge=2)] = Field(
         default=10, description="equal fractions of the features removed (or inserted) one after another"
@@ -52,20 +55,32 @@ class DeletionInsertionConfig(_Strict):
     random_draws: PositiveInt = Field(default=3, description="random rankings averaged for the control")
     seed: int = Field(default=0, description="seed of the random rankings (with each sample's position)")
     internal_batch_size: PositiveInt = Field(default=128, description="perturbed inputs per forward pass")
+    removal: Literal["baseline", "noisy_linear"] = Field(
+        default="baseline",
+        description="what features out of place become: the baseline, or (images) ROAD's noisy linear "
+        "imputation from their neighbours",
+    )
+    noise: NonNegativeFloat = Field(
+        default=0.01, description="noisy_linear: standard deviation of the noise added to imputed values"
+    )
 
     @model_serializer(mode="wrap")
-    def _patch_size_of_patches(self, handler: Any) -> Any:
-        # patch_size means something for patches only, and is refused with other groupings: a
-        # dumped config must load back.
+    def _options_that_apply(self, handler: Any) -> Any:
+        # patch_size means something for patches only and noise for noisy_linear only; each is refused
+        # elsewhere, so a dumped config leaves them out to load back.
         data = handler(self)
         if self.features != "patches":
             data.pop("patch_size", None)
+        if self.removal != "noisy_linear":
+            data.pop("noise", None)
         return data
 
     @model_validator(mode="after")
     def _patch_size_with_patches(self) -> DeletionInsertionConfig:
         if "patch_size" in self.model_fields_set and self.features != "patches":
             raise ValueError(f"patch_size applies to features 'patches' only, not {self.features!r}")
+        if "noise" in self.model_fields_set and self.removal != "noisy_linear":
+            raise ValueError(f"noise applies to removal 'noisy_linear' only, not {self.removal!r}")
         return self
 
 

@@ -387,6 +387,8 @@ class BatchAttributor:
             seed=check.seed,
             batch=check.internal_batch_size,
             degenerate_floor=self.cfg.checks.completeness.degenerate_floor,
+            removal=check.removal,
+            noise=check.noise,
         )
         batch.extras.update({key: value.cpu().numpy() for key, value in found.items()})
         if self.device.type == "cuda":

@@ -111,6 +111,12 @@ def _check_checks(cfg: AuditConfig, probe: ProbeSet) -> None:
             f"have shape {list(probe.input_shape)}; use spearman, spearman_abs or top_k"
         )
     check = cfg.checks.deletion_insertion
+    if check is not None and check.removal == "noisy_linear" and len(probe.input_shape) != 3:
+        raise ConfigError(
+            "checks.deletion_insertion.removal 'noisy_linear' imputes features from their neighbouring "
+            f"pixels in images (C, H, W), but the probe's inputs have shape {list(probe.input_shape)}; "
+            "use removal: baseline"
+        )
     if check is not None and check.features != "elements" and len(probe.input_shape) != 3:
         raise ConfigError(
             f"checks.deletion_insertion.features {check.features!r} groups the pixels of images "
