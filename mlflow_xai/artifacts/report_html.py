@@ -14,10 +14,14 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mlflow_xai.artifacts.ig_figures import FIGURES as IG_FIGURES
+from mlflow_xai.artifacts.text_view import highlighted_html
 from mlflow_xai.report.audit_report import AuditReport
 from mlflow_xai.report.faithfulness import faithfulness_sentences, randomisation_verdicts
 from mlflow_xai.report.metric_names import METRIC_PREFIX
+from mlflow_xai.report.tokens import token_text
 
 REPORT_NAME = "report.html"
 WORST_ROWS = 10  # worst samples listed per method in the table beside the figure
@@ -43,6 +47,8 @@ img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .row figure { flex: 1 1 320px; }
 pre { background: #f6f6f9; border: 1px solid #e3e3e8; padding: 10px; font-size: 0.85em; overflow-x: auto; }
 .muted { color: #666; }
+.tok { padding: 1px 3px; border-radius: 3px; line-height: 1.9; } .tok.special { color: #888; }
+.text { margin: 4px 0 10px; font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.9em; }
 nav { font-size: 0.9em; color: #666; }
 """
 
@@ -73,6 +79,7 @@ def render_report_html(report: AuditReport, folder: Path, summary: Mapping[str, 
         _samples(report, folder),
         _worst(report, folder),
         _features(report, folder),
+        _tokens(report),
         _convergence(folder),
         _distributions(folder),
         _per_class(report, folder),
@@ -256,6 +263,40 @@ def _worst(report: AuditReport, folder: Path) -> str:
     if not blocks:
         return ""
     return "<h2>Worst samples</h2>" + "".join(b for b in blocks if b)
+
+
+def _tokens(report: AuditReport) -> str:
+    """Text probes: the first samples' tokens highlighted by each method's scores."""
+    if not report.probe.is_text:
+        return ""
+    probe, acfg = report.probe, report.config.artifacts
+    shown = min(acfg.sheet_samples, len(probe))
+    tokens = token_text(probe)
+    scale = "per sample" if acfg.color_scale is None else f"fixed, bound {acfg.color_scale:g}"
+    blocks = []
+    for name, result in report.methods.items():
+        lines = []
+        for i in range(shown):
+            label = "" if probe.labels is None else f", label {int(probe.labels[i])}"
+            body = highlighted_html(
+                tokens[i],
+                result.attributions[i].astype(np.float64),
+                probe.attention_mask[i],
+                report.token_kept[i],
+                acfg.color_scale,
+            )
+            lines.append(
+                f'<p class="text"><span class="muted">{escape(str(probe.ids[i]))} (predicted '
+                f"{int(report.predictions[i])}{escape(label)})</span><br>{body}</p>"
+            )
+        blocks.append(f"<h3>{escape(name)}</h3>" + "".join(lines))
+    return (
+        "<h2>Tokens</h2>"
+        "<p class=\"muted\">Each token's score is the sum of its attributions over the embedding's "
+        "features: red for the explained class, blue against; colour scale "
+        f"{escape(scale)}. Special tokens are grey and never ranked; padding is not shown. Hover a "
+        "token for its score; every score is in <code>&lt;method&gt;/masks.npz</code>.</p>" + "".join(blocks)
+    )
 
 
 def _features(report: AuditReport, folder: Path) -> str:

@@ -14,6 +14,7 @@ Layout (every path relative to ``xai/``)::
     plots/deletion_insertion.png         checks.deletion_insertion: mean curves against random rankings
     plots/randomisation.png              checks.randomisation: similarity to the trained maps by layer
     <method>/randomisation_cascade.png   images, checks.randomisation: the first samples' maps by stage
+    <method>/tokens.png                  text: the first samples' tokens coloured by their scores
     summary.json, per_sample.csv, config.yaml, report.html
 """
 
@@ -38,6 +39,7 @@ from mlflow_xai.artifacts.ig_figures import ig_convergence_figures
 from mlflow_xai.artifacts.provenance import provenance
 from mlflow_xai.artifacts.report_html import write_report_html
 from mlflow_xai.artifacts.review_plots import class_summary_figure, completeness_histogram, steps_histogram
+from mlflow_xai.artifacts.text_view import text_figure
 from mlflow_xai.artifacts.viz import (
     ImageDisplay,
     attribution_sheet,
@@ -51,6 +53,7 @@ from mlflow_xai.checks.randomisation import verdict_stage
 from mlflow_xai.config.loading import dump_config
 from mlflow_xai.config.sections import check_display_channels
 from mlflow_xai.report.audit_report import AuditReport, MethodResult
+from mlflow_xai.report.tokens import token_text
 
 _log = logging.getLogger(__name__)
 
@@ -80,6 +83,9 @@ def write_artifacts(report: AuditReport, folder: str | Path, *, gate: Any = None
     for name, result in report.methods.items():
         method_dir = folder / name  # <method>/<slot> in an audit of several targets
         method_dir.mkdir(parents=True, exist_ok=True)
+        if probe.is_text:
+            _text_artifacts(report, name, result, method_dir)
+            continue
         np.savez_compressed(
             method_dir / "masks.npz", attributions=result.attributions, ids=probe.ids.astype(str)
         )
@@ -107,6 +113,32 @@ def write_artifacts(report: AuditReport, folder: str | Path, *, gate: Any = None
     (folder / "config.yaml").write_text(dump_config(report.config), encoding="utf-8")
     write_report_html(report, folder, summary)
     return folder
+
+
+def _text_artifacts(report: AuditReport, name: str, result: MethodResult, method_dir: Path) -> None:
+    """masks.npz: the (N, L) scores with the token ids, the attention mask and the tokens beside
+    them; tokens.png: the first samples' tokens coloured by their scores."""
+    probe = report.probe
+    tokens = token_text(probe)
+    np.savez_compressed(
+        method_dir / "masks.npz",
+        attributions=result.attributions,
+        ids=probe.ids.astype(str),
+        input_ids=probe.inputs,
+        attention_mask=probe.attention_mask,
+        tokens=tokens,
+    )
+    shown = min(report.config.artifacts.sheet_samples, len(probe))
+    if shown:
+        text_figure(
+            tokens[:shown],
+            result.attributions[:shown].astype(np.float64),
+            probe.attention_mask[:shown],
+            report.token_kept[:shown],
+            method_dir / "tokens.png",
+            title=f"{name}: token attributions of the first samples",
+            fixed=report.config.artifacts.color_scale,
+        )
 
 
 def summary_dict(report: AuditReport) -> dict[str, Any]:

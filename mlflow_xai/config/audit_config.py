@@ -27,6 +27,7 @@ from mlflow_xai.attribution.parameters import (
     IntegratedGradientsConfig,
     KernelShapConfig,
     LayerGradCamConfig,
+    LayerIntegratedGradientsConfig,
     LimeConfig,
     NoiseTunnelConfig,
     OcclusionConfig,
@@ -41,6 +42,7 @@ from mlflow_xai.config.sections import (
     GateConfig,
     PrecisionConfig,
     ProbeConfig,
+    TextConfig,
 )
 from mlflow_xai.config.targets import Target, TopTargets, target_slots
 from mlflow_xai.strict import PositiveInt, _Strict, brief
@@ -67,6 +69,7 @@ class MethodsConfig(_Strict):
     kernel_shap: KernelShapConfig | None = None
     lime: LimeConfig | None = None
     noise_tunnel: NoiseTunnelConfig | None = None
+    layer_integrated_gradients: LayerIntegratedGradientsConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -113,6 +116,7 @@ class AuditConfig(_Strict):
     checks: ChecksConfig = ChecksConfig()
     artifacts: ArtifactsConfig = ArtifactsConfig()
     gate: GateConfig = GateConfig()
+    text: TextConfig = TextConfig()
     distributed: DistributedConfig | None = Field(
         default=None, description="engine and Ray settings; null = the local engine"
     )

@@ -461,3 +461,25 @@ class DistributedConfig(_Strict):
     local_num_cpus: PositiveInt | None = Field(
         default=None, description="CPUs of a local cluster started for the audit; null = all"
     )
+
+
+class TextConfig(_Strict):
+    """Text probes (token ids): how the model's tokens are looked up and which ones a baseline keeps.
+
+    Unset token ids are taken from the model's own config where it has one (a Hugging Face model's
+    ``pad_token_id``, ...); a baseline that needs one that neither gives is refused before any
+    compute."""
+
+    embedding_layer: str | None = Field(
+        default=None,
+        description="the token embedding (an nn.Embedding); default: get_input_embeddings() or the "
+        "model's only nn.Embedding",
+    )
+    pad_token_id: Annotated[int, Field(ge=0)] | None = Field(default=None, description="the padding token")
+    mask_token_id: Annotated[int, Field(ge=0)] | None = Field(default=None, description="the mask token")
+    unk_token_id: Annotated[int, Field(ge=0)] | None = Field(default=None, description="the unknown token")
+    special_token_ids: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list,
+        description="tokens a baseline keeps and rankings leave out ([CLS], [SEP], ...), beside the "
+        "model's own",
+    )

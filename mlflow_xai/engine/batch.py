@@ -25,7 +25,7 @@ from mlflow_xai.config.audit_config import AuditConfig
 from mlflow_xai.config.targets import TopTargets, target_entries
 from mlflow_xai.engine.preflight import _check_checks, _check_fits, _check_targets
 from mlflow_xai.engine.progress import AuditProgress
-from mlflow_xai.errors import ModelError, ProbeError
+from mlflow_xai.errors import ConfigError, ModelError, ProbeError
 from mlflow_xai.model.handle import (
     ModelHandle,
     audit_mode,
@@ -34,6 +34,7 @@ from mlflow_xai.model.handle import (
     resolve_device,
     tf32_mode,
 )
+from mlflow_xai.model.text import TextInputs, find_embedding, model_token_ids, takes_attention_mask
 from mlflow_xai.probe.probe_set import ProbeSet
 from mlflow_xai.report.metric_names import result_keys
 
@@ -137,7 +138,14 @@ class BatchAttributor:
     ``session()``, which puts the model in audit mode on its device and restores it after.
     """
 
-    def __init__(self, model: nn.Module, cfg: AuditConfig, *, probe_mean: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: AuditConfig,
+        *,
+        probe_mean: np.ndarray | None = None,
+        attention_mask: np.ndarray | None = None,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise ModelError(f"the model to audit must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -162,8 +170,12 @@ class BatchAttributor:
             output_key=cfg.output_key,
             output_index=cfg.output_index,
         )
+        # A text probe (its attention mask given): token ids explained through the embedding layer.
+        self.text = None if attention_mask is None else text_inputs(model, cfg, attention_mask)
+        _check_text_methods(self.methods, text=self.text is not None)
         for method in self.methods.values():
-            method.check_model(self.handle)  # hooks on an exported graph, layer names, ReLU modules
+            if self.text is None:
+                method.check_model(self.handle)  # hooks on an exported graph, layer names, ReLU modules
         self.splitters = {name: _BatchSplitter(name) for name in self.methods}
         self.mask_dtype = np.dtype(cfg.artifacts.mask_dtype)
         self.dtype = _input_dtype(model)
@@ -181,6 +193,11 @@ class BatchAttributor:
         """Check on the first probe sample what would otherwise fail inside a batch: the input
         shape, the model's output, the target classes and each method's needs (gradients, layers,
         window sizes). Call inside ``session()``, before any batch."""
+        if self.text is not None:
+            classes = _check_text_fits(self, probe)
+            _check_targets(self.cfg, probe, classes)
+            _check_checks(self.cfg, probe)
+            return
         classes = _check_fits(self.handle, probe, self.dtype)
         _check_targets(self.cfg, probe, classes)
         _check_checks(self.cfg, probe)
@@ -205,9 +222,13 @@ class BatchAttributor:
             probe_mean=self.probe_mean,
             degenerate_floor=self.cfg.checks.completeness.degenerate_floor,
         )
-        x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device=self.device, dtype=self.dtype)
+        handle: Any = self.handle
+        if self.text is None:
+            x = torch.from_numpy(np.ascontiguousarray(inputs)).to(device=self.device, dtype=self.dtype)
+        else:
+            handle, x = self.text.batch(self.handle, inputs, start)
         with torch.no_grad():
-            scores = self.handle.scores(x)
+            scores = handle.scores(x)
         predicted = scores.argmax(dim=1)
         targets = resolve_targets(self.cfg.target, scores, labels)
         out: dict[str, MethodBatch] = {}
@@ -215,7 +236,10 @@ class BatchAttributor:
             if progress is not None:
                 progress.working_on(name)
             started = time.perf_counter()
-            results = self.splitters[name].attribute(method, self.handle, x, targets, context)
+            if self.text is not None:
+                baseline = self.text.baseline(handle, method.config.baseline)
+                context = dataclasses.replace(context, text_baseline=baseline)
+            results = self.splitters[name].attribute(method, handle, x, targets, context)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             # Targets that shared their passes (occlusion) share the time equally.
@@ -394,6 +418,83 @@ class BatchAttributor:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         batch.checks_seconds["deletion_insertion"] = time.perf_counter() - started
+
+
+def text_inputs(model: nn.Module, cfg: AuditConfig, attention_mask: np.ndarray) -> TextInputs:
+    """The text side of an audit of ``model`` on a text probe with ``attention_mask``, from
+    ``cfg.text`` and the model's own token ids; a baseline token neither names is refused."""
+    text = cfg.text
+    own = model_token_ids(model)
+    substitutes = {}
+    for kind in ("pad", "mask", "unk"):
+        given = getattr(text, f"{kind}_token_id")
+        token = given if given is not None else own.get(f"{kind}_token_id")
+        if token is not None:
+            substitutes[kind] = token
+    for name, method in cfg.methods.enabled().items():
+        kind = getattr(method, "baseline", None)
+        if isinstance(kind, str) and kind != "zero" and kind not in substitutes:
+            raise ConfigError(
+                f"methods.{name}.baseline {kind!r} replaces tokens by the {kind} token, whose id neither "
+                f"text.{kind}_token_id nor the model's config gives; set text.{kind}_token_id, or use "
+                "baseline: zero"
+            )
+    special = {*text.special_token_ids}
+    special.update(
+        v for k, v in own.items() if k in ("bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id")
+    )
+    if text.pad_token_id is not None or "pad_token_id" in own:
+        special.discard(substitutes.get("pad", -1))  # padding is kept by the attention mask, not as a token
+    return TextInputs(
+        attention_mask=attention_mask,
+        embedding=find_embedding(model, text.embedding_layer),
+        with_mask=takes_attention_mask(model),
+        special_ids=tuple(sorted(special)),
+        substitutes=substitutes,
+    )
+
+
+def _check_text_methods(methods: Mapping[str, Any], *, text: bool) -> None:
+    """Text probes take the methods over tokens, other probes the rest."""
+    wrong = sorted(name for name, method in methods.items() if method.for_text != text)
+    if not wrong:
+        return
+    if text:
+        raise ConfigError(
+            f"the probe holds token ids (a text probe), which {', '.join(wrong)} cannot explain; "
+            "use layer_integrated_gradients (at the model's token embedding layer)"
+        )
+    raise ConfigError(
+        f"{', '.join(wrong)} explains token ids through an embedding layer, but the probe is not a "
+        "text probe (integer input_ids of shape (N, L)); use integrated_gradients"
+    )
+
+
+def _check_text_fits(attributor: BatchAttributor, probe: ProbeSet) -> int:
+    """Check the token ids against the vocabulary and run the first text sample through the model,
+    its embedding layer replaced: the number of classes."""
+    text = attributor.text
+    vocabulary = text.embedding.num_embeddings
+    largest = max([int(probe.inputs.max()), *text.substitutes.values()])
+    if largest >= vocabulary:
+        raise ProbeError(
+            f"token id {largest} is out of the embedding's vocabulary of {vocabulary} (ids 0 to "
+            f"{vocabulary - 1}); the probe's input_ids and text.*_token_id must come from this model's "
+            "tokenizer"
+        )
+    handle, x = text.batch(attributor.handle, np.asarray(probe.inputs[:1]), 0)
+    try:
+        with torch.no_grad():
+            scores = handle.scores(x)
+    except ModelError:
+        raise
+    except Exception as exc:
+        takes = "token ids of shape (batch, length)" + (" and attention_mask" if handle.with_mask else "")
+        raise ModelError(
+            f"the model failed on the first text sample ({type(exc).__name__}: {exc}); a text model to "
+            f"audit takes {takes} and returns class scores"
+        ) from exc
+    return int(scores.shape[1])
 
 
 class _BatchSplitter:

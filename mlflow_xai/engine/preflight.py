@@ -104,6 +104,18 @@ def _check_targets(cfg: AuditConfig, probe: ProbeSet, classes: int) -> None:
 def _check_checks(cfg: AuditConfig, probe: ProbeSet) -> None:
     """Refuse a check that cannot apply to the probe's inputs: pixel and patch groups and SSIM need
     images."""
+    if probe.is_text:
+        configured = [
+            name for name in ("deletion_insertion", "infidelity", "sensitivity", "randomisation")
+            if getattr(cfg.checks, name) is not None
+        ]  # fmt: skip
+        if configured:
+            raise ConfigError(
+                f"checks {', '.join(configured)} perturb image or tabular inputs and do not apply to a text "
+                "probe yet; text audits check completeness at the embedding layer"
+            )
+        if cfg.distributed is not None and cfg.distributed.engine == "ray":
+            raise ConfigError("text probes are audited by the local engine; drop distributed.engine: ray")
     randomisation = cfg.checks.randomisation
     if randomisation is not None and randomisation.similarity == "ssim" and len(probe.input_shape) != 3:
         raise ConfigError(

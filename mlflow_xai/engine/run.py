@@ -89,7 +89,8 @@ def audit_prepared(
     """
     executor = executor_for(cfg) if executor is None else executor
     probe_mean = _probe_mean(probe) if _needs_probe_mean(cfg.model_dump()) else None
-    attributor = BatchAttributor(model, cfg, probe_mean=probe_mean)  # validates model and methods here
+    # Validates the model and the methods here (a text probe: its embedding layer and token ids too).
+    attributor = BatchAttributor(model, cfg, probe_mean=probe_mean, attention_mask=probe.attention_mask)
     probe_sha256 = probe_sha256 or probe.sha256()
     batch_size = executor.batch_size(cfg)
 
@@ -198,6 +199,9 @@ def finish_report(
             randomisation_maps = attributor.cascade_maps(probe.inputs[:shown], gathered.targets[:shown])
     report = build_report(cfg, probe, probe_sha256, gathered, attributor, ig_profiles)
     report.randomisation_maps = randomisation_maps
+    if attributor.text is not None:
+        special = np.asarray(attributor.text.special_ids, dtype=np.int64)
+        report.token_kept = np.isin(probe.inputs, special) | (probe.attention_mask == 0)
     weakref.finalize(report, shutil.rmtree, workdir, ignore_errors=True)
     return report
 
@@ -234,7 +238,7 @@ def build_report(
 def check_audit_inputs(model: nn.Module, probe: ProbeSet, cfg: AuditConfig) -> None:
     """Every check ``audit_prepared`` makes before its first batch, on its own: the CLI calls it
     before it opens a run, so bad input logs nothing."""
-    attributor = BatchAttributor(model, cfg)
+    attributor = BatchAttributor(model, cfg, attention_mask=probe.attention_mask)
     with attributor.session():
         attributor.preflight(probe)
 

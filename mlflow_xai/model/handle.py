@@ -154,6 +154,11 @@ class ModelHandle:
                 raw = raw.to(x.dtype)  # softmax and the target's sum run in full precision
         else:
             raw = self.select(self.module(x))
+        return self.finish(raw)
+
+    def finish(self, raw: torch.Tensor) -> torch.Tensor:
+        """Class scores from the model's selected raw output: checked, and transformed to the
+        explained output (``output``)."""
         if not raw.is_floating_point():
             raise ModelError(
                 f"the model returned {raw.dtype} outputs of shape {tuple(raw.shape)}, which cannot be "

@@ -20,7 +20,8 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty 
 #: The arrays ``probe_set.load_npz`` looks for, as its refusals name them.
 NPZ_ARRAYS = (
     "numeric arrays named 'inputs' (or 'x' or 'images') and optional 'labels' (or 'y'), 'masks', "
-    "'ids' and 'feature_names' (these two may be strings)"
+    "'ids' and 'feature_names' (these two may be strings); or, for text, 'input_ids' and optional "
+    "'attention_mask', 'labels', 'ids' and 'tokens'"
 )
 
 

@@ -153,6 +153,8 @@ def _from_arrays(
     if not isinstance(inputs, np.ndarray):
         raise ProbeError(f"probe inputs must be a numpy array, got {type(inputs).__name__}")
     if preprocess is None:
+        if inputs.ndim == 2 and np.issubdtype(inputs.dtype, np.integer):
+            return ProbeSet(inputs, labels, masks, ids, feature_names)  # token ids: a text probe
         if inputs.ndim >= 1 and (np.issubdtype(inputs.dtype, np.integer) or inputs.dtype == bool):
             raise ProbeError(_scale_advice(inputs.dtype, "probe inputs"))
         return ProbeSet(inputs, labels, masks, ids, feature_names)

@@ -56,9 +56,16 @@ class ProbeSet:
     feature_names: tuple[str, ...] | None = None
     class_names: dict[int, str] | None = None
     label_source: str | None = None
+    # Text probes: ``inputs`` are token ids (N, L), int64; which positions are real tokens (1) or
+    # padding (0), and the tokens as text for the report (optional).
+    attention_mask: np.ndarray | None = None
+    tokens: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self._check_inputs()
+        if self.is_text:
+            self._check_text()
+        else:
+            self._check_inputs()
         n = len(self.inputs)
         self._check_labels(n)
         self._check_masks(n)
@@ -88,6 +95,46 @@ class ProbeSet:
         release_pages(x)
         if bad:
             raise ProbeError(f"probe inputs contain NaN or Inf in {bad} sample(s); all values must be finite")
+
+    @property
+    def is_text(self) -> bool:
+        """Token ids: integer inputs of shape (N, L), or any probe given an attention mask."""
+        x = self.inputs
+        return self.attention_mask is not None or (
+            isinstance(x, np.ndarray) and x.ndim == 2 and np.issubdtype(x.dtype, np.integer)
+        )
+
+    def _check_text(self) -> None:
+        x = self.inputs
+        if not isinstance(x, np.ndarray) or x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
+            shape = getattr(x, "shape", None)
+            raise ProbeError(
+                f"a text probe's input_ids must be integer token ids of shape (N, L), got {shape} of "
+                f"{getattr(x, 'dtype', type(x).__name__)}"
+            )
+        if len(x) == 0:
+            raise ProbeError("the probe set is empty: it needs at least one sample")
+        if int(x.min()) < 0:
+            raise ProbeError(f"token ids must be >= 0, found {int(x.min())}")
+        object.__setattr__(self, "inputs", x.astype(np.int64, copy=False))
+        mask = np.ones_like(x) if self.attention_mask is None else np.asarray(self.attention_mask)
+        if mask.shape != x.shape or not (np.issubdtype(mask.dtype, np.integer) or mask.dtype == bool):
+            raise ProbeError(
+                f"attention_mask must be 0/1 integers of the input_ids' shape {x.shape}, got {mask.shape} "
+                f"of {mask.dtype}"
+            )
+        if not np.isin(mask, (0, 1)).all():
+            raise ProbeError("attention_mask must hold 0 (padding) and 1 (a token) only")
+        if not mask.any(axis=1).all():
+            raise ProbeError("every text sample needs at least one token with attention_mask 1")
+        object.__setattr__(self, "attention_mask", mask.astype(np.int64))
+        if self.tokens is not None:
+            tokens = np.asarray(self.tokens).astype(str)
+            if tokens.shape != x.shape:
+                raise ProbeError(
+                    f"tokens must be one string per token id, shape {x.shape}, got {tokens.shape}"
+                )
+            object.__setattr__(self, "tokens", tokens)
 
     def _check_labels(self, n: int) -> None:
         if self.labels is not None:
@@ -226,6 +273,8 @@ class ProbeSet:
             self.feature_names,
             self.class_names,
             self.label_source,
+            None if self.attention_mask is None else self.attention_mask[rows],
+            None if self.tokens is None else self.tokens[rows],
         )
         for array in (inputs, masks):
             keep_alive(subset, array)
@@ -238,7 +287,13 @@ class ProbeSet:
         never read whole into memory.
         """
         digest = hashlib.sha256()
-        arrays = (("inputs", self.inputs), ("labels", self.labels), ("masks", self.masks), ("ids", self.ids))
+        arrays = (
+            ("inputs", self.inputs),
+            ("labels", self.labels),
+            ("masks", self.masks),
+            ("ids", self.ids),
+            ("attention_mask", self.attention_mask),
+        )
         for name, array in arrays:
             if array is None:
                 continue
@@ -299,7 +354,9 @@ def _take_rows(array: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
 
 def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
     """A ``.npy`` file of inputs (memory-mapped), or a ``.npz`` with ``inputs`` (or ``x``/``images``)
-    and optional ``labels``/``y``, ``masks``, ``ids`` and ``feature_names``.
+    and optional ``labels``/``y``, ``masks``, ``ids`` and ``feature_names``; or a text probe: a
+    ``.npz`` with ``input_ids`` (N, L) and optional ``attention_mask``, ``labels``, ``ids`` and
+    ``tokens`` (the tokens as strings, for the report).
 
     A ``.npz`` member cannot be mapped (it may be compressed): it is read once, in full. Use a
     ``.npy`` file for a probe set larger than memory.
@@ -320,6 +377,14 @@ def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
                     return npz_member(data, name, path)
             return None
 
+        if "input_ids" in keys:  # a text probe
+            return ProbeSet(
+                pick("input_ids"),
+                pick("labels", "y"),
+                ids=pick("ids"),
+                attention_mask=pick("attention_mask"),
+                tokens=pick("tokens"),
+            )
         inputs = pick("inputs", "x", "images")
         if inputs is None:
             raise ProbeError(

@@ -11,6 +11,7 @@ from mlflow_xai.checks.completeness import CompletenessResult
 from mlflow_xai.config.audit_config import AuditConfig
 from mlflow_xai.probe.probe_set import CLASS_INDEX, ProbeSet
 from mlflow_xai.report.metric_names import METRIC_PREFIX, summary_stats
+from mlflow_xai.report.tokens import token_text, top_tokens
 
 
 def object_mass_fraction(attributions: np.ndarray, masks: np.ndarray, chunk: int = 256) -> np.ndarray:
@@ -139,6 +140,8 @@ class AuditReport:
     randomisation_maps: dict[str, np.ndarray] = field(default_factory=dict)
     # gate.seed_runs > 1: each metric's spread over the audits run with shifted seeds.
     seed_spread: dict[str, float] = field(default_factory=dict)
+    # Text probes: (N, L) True where a token is left out of rankings (special tokens and padding).
+    token_kept: np.ndarray | None = None
     _metrics: dict[str, float] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -187,6 +190,7 @@ class AuditReport:
         rows = []
         labels = self.probe.labels
         slots = self.slot_targets()
+        tokens = token_text(self.probe) if self.token_kept is not None else None
         for i, sample_id in enumerate(self.probe.ids.tolist()):
             row: dict[str, object] = {
                 "id": sample_id,
@@ -205,6 +209,11 @@ class AuditReport:
                 row[f"{name}/status"] = (
                     "degenerate_baseline" if c.degenerate[i] else ("pass" if c.passed[i] else "fail")
                 )
+            if tokens is not None:
+                for name, result in self.methods.items():
+                    row[f"{name}/top_tokens"] = top_tokens(
+                        tokens[i], result.attributions[i].astype(np.float64), self.token_kept[i]
+                    )
             for name, result in self.methods.items():
                 for key, values in result.extras.items():
                     if values.ndim != 1:

@@ -46,6 +46,8 @@ class AttributionContext:
     positions: torch.Tensor  # (B,) int64, on the CPU
     probe_mean: torch.Tensor | None = None
     degenerate_floor: float = 1e-6
+    # Text probes: each sample's baseline in the embedding space (``mlflow_xai.model.text``).
+    text_baseline: torch.Tensor | None = None
 
     @classmethod
     def first(cls, batch: int, **kwargs: Any) -> AttributionContext:
@@ -54,7 +56,8 @@ class AttributionContext:
 
     def rows(self, start: int, stop: int) -> AttributionContext:
         """The context of the samples ``start:stop`` of this batch."""
-        return dataclasses.replace(self, positions=self.positions[start:stop])
+        baseline = None if self.text_baseline is None else self.text_baseline[start:stop]
+        return dataclasses.replace(self, positions=self.positions[start:stop], text_baseline=baseline)
 
 
 class AttributionMethod:
@@ -65,6 +68,7 @@ class AttributionMethod:
     needs_gradients: ClassVar[bool] = False  # differentiates the output with respect to the input
     baseline_distribution: ClassVar[bool] = False  # draws one baseline set for the whole batch
     has_completeness: ClassVar[bool] = False
+    for_text: ClassVar[bool] = False  # explains token ids through the embedding layer (text probes)
 
     def __init__(self, config: Any) -> None:
         self.config = config

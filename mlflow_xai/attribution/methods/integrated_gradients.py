@@ -13,9 +13,16 @@ from mlflow_xai.attribution.baselines import make_baseline
 from mlflow_xai.attribution.methods.base import Attribution, AttributionContext, AttributionMethod, register
 from mlflow_xai.attribution.quadrature import nodes_and_weights
 from mlflow_xai.checks.convergence import spearman_rank_correlation, step_change_rel_l2
+from mlflow_xai.errors import ModelError
 from mlflow_xai.model.handle import ModelHandle
 
-__all__ = ["ExplainedOutput", "IntegratedGradients", "integrated_gradients", "path_gradient_sum"]
+__all__ = [
+    "ExplainedOutput",
+    "IntegratedGradients",
+    "LayerIntegratedGradients",
+    "integrated_gradients",
+    "path_gradient_sum",
+]
 
 
 def integrated_gradients(
@@ -113,6 +120,18 @@ class IntegratedGradients(AttributionMethod):
     ) -> Attribution:
         cfg = self.config
         baseline = make_baseline(cfg.baseline, x, probe_mean=context.probe_mean, positions=context.positions)
+        return self._along_path(handle, x, baseline, target, context)
+
+    def _along_path(
+        self,
+        handle: ModelHandle,
+        x: torch.Tensor,
+        baseline: torch.Tensor,
+        target: torch.Tensor,
+        context: AttributionContext,
+    ) -> Attribution:
+        """IG of ``x`` from ``baseline``, fixed or adaptive as configured."""
+        cfg = self.config
         if cfg.n_steps == "auto":
             return self._adaptive(handle, x, baseline, target, context.degenerate_floor)
         values = self._fixed(handle, x, baseline, target, cfg.n_steps)
@@ -173,3 +192,24 @@ class IntegratedGradients(AttributionMethod):
         return Attribution(
             result.attributions.detach(), result.output_at_input, result.output_at_baseline, extras
         )
+
+
+@register("layer_integrated_gradients")
+class LayerIntegratedGradients(IntegratedGradients):
+    """IG of a text probe at the token embedding layer (``mlflow_xai.model.text``): the engine hands
+    over each sample's embeddings and its baseline's (``AttributionContext.text_baseline``); the
+    attributions are summed over the hidden features into one score per token, (B, L)."""
+
+    for_text = True
+
+    def _attribute(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
+    ) -> Attribution:
+        if context.text_baseline is None:
+            raise ModelError(
+                "method 'layer_integrated_gradients' explains text probes (token ids, with their "
+                "embedding layer); for other inputs use integrated_gradients"
+            )
+        result = self._along_path(handle, x, context.text_baseline, target, context)
+        result.values = result.values.sum(dim=-1)  # the extra row feature's share is exactly 0
+        return result

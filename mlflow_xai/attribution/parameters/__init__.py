@@ -42,6 +42,7 @@ from mlflow_xai.attribution.parameters.perturbation import (
     LimeConfig,
     ShapleyValueSamplingConfig,
 )
+from mlflow_xai.attribution.parameters.text import TOKEN_BASELINES, LayerIntegratedGradientsConfig
 from mlflow_xai.attribution.quadrature import RULES
 from mlflow_xai.strict import _Strict
 
@@ -79,6 +80,7 @@ PARAMETERS = parameter_registry(
         ("kernel_shap", KernelShapConfig),
         ("lime", LimeConfig),
         ("noise_tunnel", NoiseTunnelConfig),
+        ("layer_integrated_gradients", LayerIntegratedGradientsConfig),
     ]
 )
 
@@ -88,6 +90,7 @@ __all__ = [
     "NOISE_TUNNEL_METHODS",
     "PARAMETERS",
     "RULES",
+    "TOKEN_BASELINES",
     "BaselineConfig",
     "DeconvolutionConfig",
     "DeepLiftConfig",
@@ -101,6 +104,7 @@ __all__ = [
     "IntegratedGradientsConfig",
     "KernelShapConfig",
     "LayerGradCamConfig",
+    "LayerIntegratedGradientsConfig",
     "LimeConfig",
     "NoiseTunnelConfig",
     "OcclusionConfig",

@@ -1,0 +1,29 @@
+"""Parameters of the methods over tokens (``methods.layer_integrated_gradients``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from mlflow_xai.attribution.parameters.integrated_gradients import IntegratedGradientsConfig
+
+#: What a token becomes in a text baseline: the padding, mask or unknown token, or a zero embedding.
+TOKEN_BASELINES = ("pad", "mask", "unk", "zero")
+
+
+class LayerIntegratedGradientsConfig(IntegratedGradientsConfig):
+    """Integrated Gradients of a text probe at the model's token embedding layer: the path runs from
+    the baseline's embeddings to the input's, with the attention mask and the positions held fixed.
+    Every other key is as for ``integrated_gradients`` (``n_steps: auto`` included).
+
+    The baseline keeps the special tokens (``text.special_token_ids``, and the model's own
+    [CLS]/[SEP]/BOS/EOS where its config names them) and the padding, and replaces every other token
+    by ``pad``, ``mask`` or ``unk`` (``text.<kind>_token_id``), or by a zero embedding. A token's
+    score is the sum of its attributions over the hidden features, with nothing normalised, so the
+    scores of a sample add up to F(x) - F(x')."""
+
+    baseline: Literal[TOKEN_BASELINES] = Field(  # type: ignore[valid-type,assignment]
+        default="pad", description="what the non-special tokens become: pad, mask or unk token, or zero"
+    )

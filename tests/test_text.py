@@ -1,0 +1,218 @@
+"""Text probes: token ids explained through the embedding layer, against answers known on paper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from mlflow_xai import audit
+from mlflow_xai.artifacts.write import write_artifacts
+from mlflow_xai.errors import ConfigError, ModelError, ProbeError
+from mlflow_xai.probe.probe_set import ProbeSet, load_npz
+
+VOCAB, HIDDEN, CLASSES, PAD, CLS = 30, 6, 3, 0, 1
+
+
+class Bag(nn.Module):
+    """F = w . mean over real tokens of E[ids] + b: an embedding-bag classifier over token ids."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, HIDDEN)
+        self.head = nn.Linear(HIDDEN, CLASSES)
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        e = self.emb(ids)
+        if attention_mask is None:
+            return self.head(e.mean(dim=1))
+        m = attention_mask.unsqueeze(-1).to(e.dtype)
+        return self.head((e * m).sum(dim=1) / m.sum(dim=1))
+
+
+class Recurrent(nn.Module):
+    """A nonlinear text model: embeddings, a GRU, the last hidden state, a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, HIDDEN)
+        self.gru = nn.GRU(HIDDEN, 8, batch_first=True)
+        self.head = nn.Linear(8, CLASSES)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(self.emb(ids))
+        return self.head(torch.tanh(out[:, -1]))
+
+
+def _ids(n: int = 6, length: int = 7, seed: int = 0) -> np.ndarray:
+    ids = np.random.default_rng(seed).integers(2, VOCAB, size=(n, length))
+    ids[:, 0] = CLS
+    return ids
+
+
+@pytest.fixture(scope="module")
+def bag() -> Bag:
+    torch.manual_seed(0)
+    return Bag().double()
+
+
+def _lig(**options) -> dict:
+    return {"methods": {"layer_integrated_gradients": options}, "artifacts": {"mask_dtype": "float32"}}
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        {"n_steps": 2, "rule": "trapezoid"},
+        {"n_steps": 5, "rule": "left"},
+        {"n_steps": 16},
+        {"n_steps": "auto"},
+    ],
+)
+def test_embedding_bag_ig_per_token_is_its_share_of_the_linear_output(bag, steps):
+    """Zero-embedding baseline, no special token named: IG of token t is (E[t] . w) / L, exactly."""
+    ids = _ids()
+    cfg = {**_lig(baseline="zero", **steps), "target": 1}
+    report = audit(bag, ids, cfg)
+    E, w = bag.emb.weight.detach().numpy(), bag.head.weight.detach().numpy()[1]
+    expected = (E[ids] @ w) / ids.shape[1]
+    np.testing.assert_allclose(report.methods["layer_integrated_gradients"].attributions, expected, atol=1e-6)
+    assert report.metrics()["xai/layer_integrated_gradients/completeness_rel_error_max"] < 1e-9
+
+
+def test_a_pad_baseline_keeps_special_tokens_and_padding(bag):
+    """Each non-special real token moves from E[pad] to E[t]: (E[t] - E[pad]) . w / n_real; the
+    special token and padding are kept in the baseline and score exactly 0."""
+    ids = _ids()
+    mask = np.ones_like(ids)
+    mask[2, 4:] = 0
+    ids[2, 4:] = PAD
+    probe = ProbeSet(ids, attention_mask=mask)
+    cfg = {**_lig(baseline="pad"), "target": 2, "text": {"pad_token_id": PAD, "special_token_ids": [CLS]}}
+    scores = audit(bag, probe, cfg).methods["layer_integrated_gradients"].attributions
+    E, w = bag.emb.weight.detach().numpy(), bag.head.weight.detach().numpy()[2]
+    real = mask.sum(axis=1, keepdims=True)
+    expected = ((E[ids] - E[PAD]) @ w) / real
+    expected[ids == CLS] = 0.0
+    expected[mask == 0] = 0.0
+    np.testing.assert_allclose(scores, expected, atol=1e-6)
+
+
+def test_completeness_at_the_layer_on_a_nonlinear_model_and_batching_changes_nothing():
+    torch.manual_seed(1)
+    model = Recurrent().double()
+    ids = _ids(n=5, length=9, seed=3)
+    tight = audit(model, ids, {**_lig(baseline="zero", n_steps=64, internal_batch_size=512), "batch_size": 5})
+    # Small passes mix samples inside a pass (each point carries its row); batches of 2 split the probe.
+    mixed = audit(model, ids, {**_lig(baseline="zero", n_steps=64, internal_batch_size=7), "batch_size": 2})
+    a = tight.methods["layer_integrated_gradients"]
+    np.testing.assert_allclose(
+        a.attributions, mixed.methods["layer_integrated_gradients"].attributions, atol=1e-10
+    )
+    assert a.completeness.rel_error.max() < 1e-3
+    # Against Captum's LayerIntegratedGradients called directly, same rule and steps. Captum's
+    # baseline is in token space: a copy of the model whose PAD embedding is zero gives it the
+    # zero-embedding baseline.
+    from captum.attr import LayerIntegratedGradients
+
+    copy = Recurrent().double()
+    copy.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        copy.emb.weight[PAD] = 0.0
+    x = torch.as_tensor(ids)
+    ref = LayerIntegratedGradients(copy, copy.emb).attribute(
+        x, baselines=torch.full_like(x, PAD), target=torch.as_tensor(tight.targets), n_steps=64,
+        method="gausslegendre",
+    )  # fmt: skip
+    np.testing.assert_allclose(a.attributions, ref.sum(dim=-1).detach().numpy(), atol=1e-8)
+
+
+def test_a_text_probe_from_npz_with_tokens(tmp_path, bag):
+    ids = _ids()
+    mask = np.ones_like(ids)
+    mask[0, -2:] = 0
+    tokens = np.array([[f"w{t}" for t in row] for row in ids], dtype=object).astype(str)
+    path = tmp_path / "probe.npz"
+    np.savez(path, input_ids=ids, attention_mask=mask, labels=np.arange(6) % 3, tokens=tokens)
+    probe = load_npz(path)
+    assert probe.is_text and probe.input_shape == (7,)
+    np.testing.assert_array_equal(probe.attention_mask, mask)
+    assert probe.tokens[0, 1] == f"w{ids[0, 1]}"
+    report = audit(bag, str(path), _lig(baseline="zero"))
+    assert report.metrics()["xai/probe/samples"] == 6.0
+    assert "xai/probe/accuracy" in report.metrics()
+
+
+def test_artifacts_hold_the_scores_beside_the_tokens_and_escape_them(tmp_path, bag):
+    ids = _ids()
+    mask = np.ones_like(ids)
+    mask[1, 5:] = 0
+    tokens = np.array([[f"w{t}" for t in row] for row in ids], dtype=object)
+    tokens[0, 3] = "<script>alert(1)</script>"
+    tokens[:, 0] = "[CLS]"
+    probe = ProbeSet(ids, attention_mask=mask, tokens=tokens.astype(str))
+    report = audit(bag, probe, {**_lig(baseline="zero"), "text": {"special_token_ids": [CLS]}})
+    folder = write_artifacts(report, tmp_path / "xai")
+    with np.load(folder / "layer_integrated_gradients" / "masks.npz") as masks:
+        assert masks["attributions"].shape == (6, 7)
+        np.testing.assert_array_equal(masks["input_ids"], ids)
+        np.testing.assert_array_equal(masks["attention_mask"], mask)
+        assert masks["tokens"][0, 3] == "<script>alert(1)</script>"
+    assert (folder / "layer_integrated_gradients" / "tokens.png").stat().st_size > 1000
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert '<span class="tok special">[CLS]</span>' in html
+    rows = report.per_sample_rows()
+    listed = rows[1]["layer_integrated_gradients/top_tokens"]
+    assert "[CLS]" not in listed  # special tokens are never ranked
+    assert f"w{ids[1, 6]}" not in listed.split(" (")[0]  # nor padding
+    scores = report.methods["layer_integrated_gradients"].attributions[0]
+    best = 1 + int(np.argmax(scores[1:]))
+    assert listed is not None and rows[0]["layer_integrated_gradients/top_tokens"].startswith(
+        str(tokens[0, best])
+    )
+
+
+def test_integer_token_ids_never_get_image_advice(bag):
+    ids = _ids()
+    with pytest.raises(ConfigError, match="token ids .*layer_integrated_gradients"):
+        audit(bag, ids, {"methods": {"integrated_gradients": {}}})
+
+
+def test_layer_ig_on_an_image_probe_is_refused():
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    with pytest.raises(ConfigError, match="not a text probe"):
+        audit(nn.Linear(6, 2), x, {"methods": {"layer_integrated_gradients": {}}})
+
+
+def test_a_baseline_token_nobody_names_is_refused(bag):
+    with pytest.raises(ConfigError, match="text.pad_token_id"):
+        audit(bag, _ids(), {"methods": {"layer_integrated_gradients": {"baseline": "pad"}}})
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(bag):
+    ids = _ids()
+    ids[2, 3] = VOCAB + 5
+    with pytest.raises(ProbeError, match="out of the embedding's vocabulary"):
+        audit(bag, ids, _lig(baseline="zero"))
+
+
+def test_perturbation_checks_are_refused_on_text(bag):
+    with pytest.raises(ConfigError, match="do not apply to a text probe"):
+        audit(bag, _ids(), {**_lig(baseline="zero"), "checks": {"infidelity": {}}})
+
+
+def test_two_embeddings_need_the_layer_named():
+    class Two(Bag):
+        def __init__(self) -> None:
+            super().__init__()
+            self.positions = nn.Embedding(16, HIDDEN)
+
+    model = Two().double()
+    with pytest.raises(ModelError, match="embedding_layer"):
+        audit(model, _ids(), _lig(baseline="zero"))
+    report = audit(model, _ids(), {**_lig(baseline="zero"), "text": {"embedding_layer": "emb"}})
+    assert report.methods["layer_integrated_gradients"].attributions.shape == (6, 7)
+    with pytest.raises(ModelError, match="is not an nn.Embedding"):
+        audit(model, _ids(), {**_lig(baseline="zero"), "text": {"embedding_layer": "head"}})
