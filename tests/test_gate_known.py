@@ -265,9 +265,17 @@ def test_status_and_exit_code(levels, fail_on, status, exit_code):
         "exit_code": exit_code,
         "fail_on": list(fail_on),
         "checks": [
-            {"name": f"c{i}", "kind": "threshold", "level": level, "message": f"m{i}", "value": float(i)}
+            {
+                "name": f"c{i}",
+                "kind": "threshold",
+                "level": level,
+                "message": f"m{i}",
+                "value": float(i),
+                "seed_spread": None,
+            }
             for i, level in enumerate(levels)
         ],
+        "noise_warnings": [],
     }
 
 

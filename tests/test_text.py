@@ -216,3 +216,27 @@ def test_two_embeddings_need_the_layer_named():
     assert report.methods["layer_integrated_gradients"].attributions.shape == (6, 7)
     with pytest.raises(ModelError, match="is not an nn.Embedding"):
         audit(model, _ids(), {**_lig(baseline="zero"), "text": {"embedding_layer": "head"}})
+
+
+def test_a_tiny_bert_built_from_a_config_is_complete_at_its_embedding_layer(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        num_labels=2, max_position_embeddings=16, initializer_range=0.5, pad_token_id=PAD,
+    )  # fmt: skip
+    model = transformers.BertForSequenceClassification(config).eval()
+    ids = np.random.default_rng(4).integers(5, 40, size=(4, 10))
+    ids[:, 0], ids[:, -1] = 2, 3  # [CLS] ... [SEP]
+    mask = np.ones_like(ids)
+    ids[1, 6:], mask[1, 6:], ids[1, 5] = PAD, 0, 3
+    np.savez(tmp_path / "probe.npz", input_ids=ids, attention_mask=mask)
+    cfg = {**_lig(n_steps="auto"), "text": {"special_token_ids": [2, 3]}}
+    report = audit(model, str(tmp_path / "probe.npz"), cfg)
+    result = report.methods["layer_integrated_gradients"]
+    assert not result.completeness.degenerate.any()
+    assert result.completeness.rel_error.max() <= 0.01
+    # The [CLS]/[SEP] tokens and the padding are kept in the baseline (PAD from the model's config).
+    assert np.all(result.attributions[ids == 2] == 0) and np.all(result.attributions[mask == 0] == 0)
+    same = audit(model, ProbeSet(ids, attention_mask=mask), cfg).methods["layer_integrated_gradients"]
+    np.testing.assert_array_equal(same.attributions, result.attributions)

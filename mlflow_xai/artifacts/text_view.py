@@ -84,7 +84,7 @@ def text_figure(
             width += len(str(token)) + 1
         lines.append(line)
         lines.append([])  # a gap between samples
-    fig, ax = plt.subplots(figsize=(0.11 * per_line + 0.5, 0.28 * len(lines) + 0.6))
+    fig, ax = plt.subplots(figsize=(0.08 * per_line + 0.5, 0.28 * len(lines) + 0.6))
     ax.set_axis_off()
     ax.set_xlim(0, per_line)
     ax.set_ylim(len(lines), -0.5)
