@@ -33,6 +33,7 @@ from mlflow_xai.attribution.parameters import (
     OcclusionConfig,
     SaliencyConfig,
     ShapleyValueSamplingConfig,
+    TokenOcclusionConfig,
 )
 from mlflow_xai.config.classes import read_class_names
 from mlflow_xai.config.sections import (
@@ -70,6 +71,7 @@ class MethodsConfig(_Strict):
     lime: LimeConfig | None = None
     noise_tunnel: NoiseTunnelConfig | None = None
     layer_integrated_gradients: LayerIntegratedGradientsConfig | None = None
+    token_occlusion: TokenOcclusionConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

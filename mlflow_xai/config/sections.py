@@ -139,8 +139,38 @@ class RandomisationConfig(_Strict):
     seed: int = Field(default=0, description="seed of the randomised weights (with each layer's name)")
 
 
+class EraserConfig(_Strict):
+    """Comprehensiveness and sufficiency of every method's token ranking (text probes; ERASER,
+    DeYoung et al. 2020, ``mlflow_xai.checks.eraser``), against random rankings. Metrics per method:
+    ``comprehensiveness`` (the output's drop without the top tokens; higher is better),
+    ``sufficiency`` (its drop with the top tokens alone; lower is better), their random controls and
+    margins (> 0 beats chance), each as _mean/_p95/_max; and ``eraser_seconds``.
+
+    ``removal: replace`` sets the removed tokens to the ``baseline`` token (or a zero embedding):
+    positions stay, but the sequence is one the model never saw. ``removal: delete`` drops them and
+    shifts the rest left, padding the end: the text stays natural, but positions move."""
+
+    bins: list[Annotated[float, Field(gt=0.0, le=100.0)]] = Field(
+        default_factory=lambda: [1.0, 5.0, 10.0, 20.0, 50.0],
+        min_length=1,
+        description="the rationale sizes, in percent of a sample's rankable tokens (at least one token)",
+    )
+    removal: Literal["replace", "delete"] = Field(
+        default="replace", description="removed tokens are replaced by the baseline token, or deleted"
+    )
+    baseline: Literal["pad", "mask", "unk", "zero"] = Field(
+        default="mask", description="replace: what a removed token becomes"
+    )
+    random_draws: PositiveInt = Field(default=3, description="random rankings averaged for the control")
+    seed: int = Field(default=0, description="seed of the random rankings (with each sample's position)")
+    internal_batch_size: PositiveInt = Field(default=128, description="sequences per forward pass")
+
+
 class ChecksConfig(_Strict):
     completeness: CompletenessConfig = CompletenessConfig()
+    eraser: EraserConfig | None = Field(
+        default=None, description="text probes: comprehensiveness and sufficiency per method; null = off"
+    )
     randomisation: RandomisationConfig | None = Field(
         default=None, description="model randomisation sanity check per method; null = off"
     )

@@ -19,6 +19,7 @@ import torch.nn as nn
 from mlflow_xai.attribution.baselines import make_baseline
 from mlflow_xai.attribution.methods.base import Attribution, AttributionContext, build, concat_attributions
 from mlflow_xai.attribution.robustness import infidelity_per_sample, sensitivity_per_sample
+from mlflow_xai.checks.eraser import comprehensiveness_sufficiency
 from mlflow_xai.checks.faithfulness import deletion_insertion
 from mlflow_xai.checks.randomisation import RandomisationScores, RandomisedCascade, cascade_labels
 from mlflow_xai.config.audit_config import AuditConfig
@@ -251,6 +252,8 @@ class BatchAttributor:
                     extras={k: v.detach().cpu().numpy() for k, v in result.extras.items()},
                 )
                 target = targets[:, self.slot_of[key]]
+                if self.cfg.checks.eraser is not None:
+                    self._eraser(batch, handle, x, result, target, context)
                 if self.cfg.checks.deletion_insertion is not None:
                     self._deletion_insertion(batch, x, result, target, context)
                 self._robustness(batch, method, x, result, target, context)
@@ -340,6 +343,49 @@ class BatchAttributor:
         for batch, score in zip(batches, scores, strict=True):
             batch.extras.update({key: value.cpu().numpy() for key, value in score.result().items()})
             batch.checks_seconds["randomisation"] = seconds
+
+    def _eraser(
+        self,
+        batch: MethodBatch,
+        handle: Any,
+        x: torch.Tensor,
+        result: Attribution,
+        target: torch.Tensor,
+        context: AttributionContext,
+    ) -> None:
+        """Add comprehensiveness and sufficiency of ``result``'s token ranking to ``batch``."""
+        check = self.cfg.checks.eraser
+        started = time.perf_counter()
+        if check.removal == "replace":
+            removed = self.text.baseline(handle, check.baseline)
+
+            def kept_output(keep: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+                points = torch.where(keep.unsqueeze(-1), x[rows], removed[rows])
+                return handle.explained(points, target[rows])
+
+        else:
+            pad = self.text.substitutes["pad"]
+
+            def kept_output(keep: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+                mask = (keep & (handle.attention_mask[rows] == 1)).long()
+                order = torch.sort(1 - mask, dim=1, stable=True).indices  # kept tokens first, in order
+                ids = torch.gather(handle.ids[rows], 1, order)
+                mask = torch.gather(mask, 1, order)
+                ids = torch.where(mask == 1, ids, pad)
+                return handle.scores_of_ids(ids, mask).gather(1, target[rows].view(-1, 1)).squeeze(1)
+
+        found = comprehensiveness_sufficiency(
+            kept_output,
+            result.values.detach(),
+            ~self.text.kept(handle),
+            context.positions.tolist(),
+            bins=check.bins,
+            random_draws=check.random_draws,
+            seed=check.seed,
+            batch=check.internal_batch_size,
+        )
+        batch.extras.update({key: value.cpu().numpy() for key, value in found.items()})
+        batch.checks_seconds["eraser"] = time.perf_counter() - started
 
     def _robustness(
         self,
@@ -438,6 +484,19 @@ def text_inputs(model: nn.Module, cfg: AuditConfig, attention_mask: np.ndarray) 
                 f"methods.{name}.baseline {kind!r} replaces tokens by the {kind} token, whose id neither "
                 f"text.{kind}_token_id nor the model's config gives; set text.{kind}_token_id, or use "
                 "baseline: zero"
+            )
+    eraser = cfg.checks.eraser
+    if eraser is not None:
+        needed = "pad" if eraser.removal == "delete" else eraser.baseline
+        if needed != "zero" and needed not in substitutes:
+            why = (
+                "pads the end of a shortened sequence with"
+                if eraser.removal == "delete"
+                else "replaces tokens by"
+            )
+            raise ConfigError(
+                f"checks.eraser {why} the {needed} token, whose id neither text.{needed}_token_id nor "
+                f"the model's config gives; set text.{needed}_token_id"
             )
     special = {*text.special_token_ids}
     special.update(

@@ -116,6 +116,11 @@ def _check_checks(cfg: AuditConfig, probe: ProbeSet) -> None:
             )
         if cfg.distributed is not None and cfg.distributed.engine == "ray":
             raise ConfigError("text probes are audited by the local engine; drop distributed.engine: ray")
+    elif cfg.checks.eraser is not None:
+        raise ConfigError(
+            "checks.eraser ranks tokens and applies to text probes (token ids); the probe's inputs have "
+            f"shape {list(probe.input_shape)}: use checks.deletion_insertion"
+        )
     randomisation = cfg.checks.randomisation
     if randomisation is not None and randomisation.similarity == "ssim" and len(probe.input_shape) != 3:
         raise ConfigError(

@@ -116,13 +116,18 @@ class TextHandle:
         rows = points[:, 0, -1].detach().round().long()
         vectors = points[..., :-1]
         with _replaced(self.embedding, vectors):
-            if self.with_mask:
-                raw = self.module(self.ids[rows], attention_mask=self.attention_mask[rows])
-            else:
-                raw = self.module(self.ids[rows])
+            raw = self._run(self.ids[rows], self.attention_mask[rows])
+        return self.base.finish(raw.to(vectors.dtype))
+
+    def scores_of_ids(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Class scores of the model run on token ids as they are (no embedding replaced)."""
+        return self.base.finish(self._run(ids, attention_mask))
+
+    def _run(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        raw = self.module(ids, attention_mask=attention_mask) if self.with_mask else self.module(ids)
         if self.base.output_key is None and not isinstance(raw, torch.Tensor) and hasattr(raw, "logits"):
             raw = raw.logits  # a Hugging Face model's output
-        return self.base.finish(self.base.select(raw).to(vectors.dtype))
+        return self.base.select(raw)
 
     def explained(self, points: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.scores(points).gather(1, target.view(-1, 1)).squeeze(1)

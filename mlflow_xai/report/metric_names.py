@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlflow_xai.checks.completeness import COMPLETENESS_METRICS
+from mlflow_xai.checks.eraser import ERASER_QUANTITIES
 from mlflow_xai.checks.faithfulness import DELETION_INSERTION_QUANTITIES
 from mlflow_xai.checks.randomisation import RANDOMISATION_QUANTITIES
 from mlflow_xai.config.audit_config import AuditConfig
@@ -27,6 +28,7 @@ CHECK_QUANTITIES: dict[str, dict[str, type]] = {
     "infidelity": {"infidelity": float},
     "sensitivity": {"sensitivity_max": float},
     "randomisation": RANDOMISATION_QUANTITIES,
+    "eraser": dict.fromkeys(ERASER_QUANTITIES, float),
 }
 
 

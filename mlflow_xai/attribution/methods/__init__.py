@@ -15,6 +15,7 @@ from mlflow_xai.attribution.methods import (  # noqa: F401  (importing a module 
     noise_tunnel,
     occlusion,
     perturbation,
+    text,
 )
 from mlflow_xai.attribution.methods.base import Attribution, AttributionMethod, build, register, registered
 

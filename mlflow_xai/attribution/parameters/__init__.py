@@ -42,7 +42,11 @@ from mlflow_xai.attribution.parameters.perturbation import (
     LimeConfig,
     ShapleyValueSamplingConfig,
 )
-from mlflow_xai.attribution.parameters.text import TOKEN_BASELINES, LayerIntegratedGradientsConfig
+from mlflow_xai.attribution.parameters.text import (
+    TOKEN_BASELINES,
+    LayerIntegratedGradientsConfig,
+    TokenOcclusionConfig,
+)
 from mlflow_xai.attribution.quadrature import RULES
 from mlflow_xai.strict import _Strict
 
@@ -81,6 +85,7 @@ PARAMETERS = parameter_registry(
         ("lime", LimeConfig),
         ("noise_tunnel", NoiseTunnelConfig),
         ("layer_integrated_gradients", LayerIntegratedGradientsConfig),
+        ("token_occlusion", TokenOcclusionConfig),
     ]
 )
 
@@ -110,6 +115,7 @@ __all__ = [
     "OcclusionConfig",
     "SaliencyConfig",
     "ShapleyValueSamplingConfig",
+    "TokenOcclusionConfig",
     "check_occlusion_windows",
     "parameter_registry",
 ]

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from mlflow_xai.attribution.parameters.integrated_gradients import IntegratedGradientsConfig
+from mlflow_xai.strict import PositiveInt, _Strict
 
 #: What a token becomes in a text baseline: the padding, mask or unknown token, or a zero embedding.
 TOKEN_BASELINES = ("pad", "mask", "unk", "zero")
@@ -27,3 +28,15 @@ class LayerIntegratedGradientsConfig(IntegratedGradientsConfig):
     baseline: Literal[TOKEN_BASELINES] = Field(  # type: ignore[valid-type,assignment]
         default="pad", description="what the non-special tokens become: pad, mask or unk token, or zero"
     )
+
+
+class TokenOcclusionConfig(_Strict):
+    """Occlusion of a text probe, one token at a time: each token that the baseline replaces (not a
+    special token, not padding) is set to its ``baseline`` (the pad, mask or unk token, or a zero
+    embedding) and its score is the drop of the explained output, F(x) - F(x with it replaced). The
+    positions and the attention mask stay as they are."""
+
+    baseline: Literal[TOKEN_BASELINES] = Field(  # type: ignore[valid-type]
+        default="pad", description="what an occluded token becomes: pad, mask or unk token, or zero"
+    )
+    internal_batch_size: PositiveInt = Field(default=128, description="occluded sequences per forward pass")
