@@ -358,3 +358,53 @@ def test_eraser_is_refused_on_images_and_without_its_token():
     torch.manual_seed(0)
     with pytest.raises(ConfigError, match="text.mask_token_id"):
         audit(Bag().double(), _ids(), {**_lig(baseline="zero"), "checks": {"eraser": {}}})
+
+
+def test_drift_over_token_rankings_leaves_special_tokens_and_padding_out():
+    from mlflow_xai.checks.drift import attribution_drift
+
+    a = np.array([[0.0, 3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0, 9.0]])
+    b = np.array([[5.0, 3.0, 2.0, 1.0, -7.0], [0.0, 1.0, 2.0, 3.0, -9.0]])
+    rankable = np.array([[False, True, True, True, False], [True, True, True, True, False]])
+    found = attribution_drift(a, b, rankable=rankable, top_fraction=0.34)
+    # Only the rankable tokens: the same order in both samples (the kept ones differ wildly).
+    np.testing.assert_allclose(found["drift_rank_correlation"], [1.0, 1.0])
+    np.testing.assert_allclose(found["drift_topk_overlap"], [1.0, 1.0])
+    plain = attribution_drift(a, b, top_fraction=0.34)
+    assert plain["drift_rank_correlation"][0] < 1.0
+
+
+def test_the_cli_audits_a_logged_text_model_against_a_champion(tracking_store, tmp_path, capsys):
+    import mlflow
+
+    from mlflow_xai.cli.commands import main
+
+    torch.manual_seed(0)
+    candidate, champion = Bag().double(), Bag().double()
+    with mlflow.start_run():
+        uris = [
+            mlflow.pytorch.log_model(m, name=name, serialization_format="pickle").model_uri
+            for m, name in ((candidate, "candidate"), (champion, "champion"))
+        ]
+    ids = _ids()
+    mask = np.ones_like(ids)
+    mask[3, 5:], ids[3, 5:] = 0, PAD
+    np.savez(tmp_path / "probe.npz", input_ids=ids, attention_mask=mask, labels=np.arange(6) % 3)
+    (tmp_path / "text.yaml").write_text(
+        "methods: {layer_integrated_gradients: {n_steps: auto}, token_occlusion: {}}\n"
+        "checks: {eraser: {bins: [20, 50]}}\n"
+        "text: {pad_token_id: 0, mask_token_id: 2, special_token_ids: [1]}\n",
+        encoding="utf-8",
+    )
+    code = main(
+        ["audit", "--model-uri", uris[0], "--probe", str(tmp_path / "probe.npz"), "--config",
+         str(tmp_path / "text.yaml"), "--baseline-model-uri", uris[1], "--output-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().out
+    (run,) = [r for r in mlflow.search_runs(output_format="list") if "xai.gate" in r.data.tags]
+    metrics = run.data.metrics
+    for name in ("layer_integrated_gradients", "token_occlusion"):
+        assert f"xai/{name}/drift_rank_correlation_median" in metrics
+        assert f"xai/{name}/comprehensiveness_margin_mean" in metrics
+        assert (tmp_path / "out" / name / "tokens.png").is_file()
+    assert metrics["xai/layer_integrated_gradients/completeness_pass_fraction"] == 1.0

@@ -1,5 +1,5 @@
-"""Drift of attributions against a baseline (champion) model: rank correlation and top-k overlap per sample.
-"""
+"""Drift of attributions against a baseline (champion) model: rank correlation and top-k overlap
+per sample."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ import numpy as np
 
 
 def attribution_drift(
-    candidate: np.ndarray, baseline: np.ndarray, *, top_fraction: float = 0.1
+    candidate: np.ndarray,
+    baseline: np.ndarray,
+    *,
+    top_fraction: float = 0.1,
+    rankable: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Per sample: Spearman rank correlation of |attribution| and overlap of the top features.
 
     ``top_fraction`` of the features with the largest |attribution| in each map are compared;
-    the overlap is |top(candidate) & top(baseline)| / k, 1.0 for identical rankings.
+    the overlap is |top(candidate) & top(baseline)| / k, 1.0 for identical rankings. ``rankable``
+    (the maps' shape, bool) limits each sample to its rankable features (text: not special tokens,
+    not padding); a sample then compares only those.
     """
     import torch
 
@@ -22,6 +28,12 @@ def attribution_drift(
 
     if candidate.shape != baseline.shape:
         raise ValueError(f"attribution shapes differ: {candidate.shape} vs {baseline.shape}")
+    if rankable is not None:
+        rows = [
+            attribution_drift(c[r][None], b[r][None], top_fraction=top_fraction)
+            for c, b, r in zip(candidate, baseline, rankable.astype(bool), strict=True)
+        ]
+        return {key: np.concatenate([row[key] for row in rows]) for key in rows[0]}
     a = np.abs(candidate.reshape(len(candidate), -1).astype(np.float64))
     b = np.abs(baseline.reshape(len(baseline), -1).astype(np.float64))
     rho = spearman_rank_correlation(torch.from_numpy(a), torch.from_numpy(b)).numpy()

@@ -164,7 +164,8 @@ def _audit_and_compare(
         return report, metrics, None
     baseline = audit_prepared(checked.baseline_model, probe, config, cache=caches[1], **options)
     for name, result in report.methods.items():
-        drift = attribution_drift(result.attributions, baseline.methods[name].attributions)
+        rankable = None if report.token_kept is None else ~report.token_kept  # text: tokens only
+        drift = attribution_drift(result.attributions, baseline.methods[name].attributions, rankable=rankable)
         metrics.update(drift_metrics(drift, name))
     return report, metrics, baseline.metrics()
 
