@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -87,11 +88,11 @@ def test_the_cascade_randomises_the_top_k_layers_at_stage_k_and_never_the_users_
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cascade = RandomisedCascade(model, seed=3)
     layers = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))][::-1]
-    for k, copy in enumerate(cascade.cascade(), start=1):
-        assert copy is not model
+    for k, randomised in enumerate(cascade.cascade(), start=1):
+        assert randomised is not model
         for depth, name in enumerate(layers):
             trained = model.get_submodule(name).weight
-            weight = copy.get_submodule(name).weight
+            weight = randomised.get_submodule(name).weight
             if depth < k:
                 assert not torch.equal(weight, trained)
                 bound = 1 / math.sqrt(weight[0].numel())  # PyTorch's default init: U(-b, b)
@@ -119,6 +120,73 @@ def test_the_cascade_is_reproducible_under_a_seed_and_the_same_on_every_pass():
     assert not torch.equal(a["0.weight"], c["0.weight"])
 
 
+def test_a_layer_gets_its_own_reset_under_the_layer_seed_once_and_keeps_it():
+    """Each layer's weights are its reset_parameters drawn from (seed, layer name), done once: at
+    the last stage the top layer still holds the values of stage 1, and two layers of one shape
+    get different draws."""
+    from mlflow_xai.seeding import sample_seed
+
+    model = relu_cnn()
+    stages = [
+        {k: v.clone() for k, v in c.state_dict().items()} for c in RandomisedCascade(model, seed=5).cascade()
+    ]
+    for name in ("16", "12", "10"):
+        reference = copy.deepcopy(model.get_submodule(name))
+        torch.manual_seed(sample_seed(5, 0, f"randomisation/{name}"))
+        reference.reset_parameters()
+        torch.testing.assert_close(stages[-1][f"{name}.weight"], reference.weight, rtol=0, atol=0)
+    torch.testing.assert_close(stages[0]["16.weight"], stages[-1]["16.weight"], rtol=0, atol=0)
+    assert stages[-1]["10.weight"].shape == stages[-1]["12.weight"].shape
+    assert not torch.equal(stages[-1]["10.weight"], stages[-1]["12.weight"])
+    # Called without options, the cascade runs as documented: 8 stages at most, seed 0.
+    bare = [c.state_dict()["16.weight"].clone() for c in RandomisedCascade(model).cascade()]
+    spelled = [
+        c.state_dict()["16.weight"].clone() for c in RandomisedCascade(model, max_stages=8, seed=0).cascade()
+    ]
+    assert len(bare) == len(spelled) == 7
+    torch.testing.assert_close(bare[-1], spelled[-1], rtol=0, atol=0)
+    nine = RandomisedCascade(nn.Sequential(*[nn.Linear(2, 2) for _ in range(9)]))
+    assert len(nine.stages) == 8
+
+
+class Scale(nn.Module):
+    """A parameter holder with no reset_parameters and no children (as in an exported graph)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.arange(1.0, 9.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.w
+
+
+class Gated(nn.Module):
+    """A module with reset_parameters, a child and a parameter of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(8, 8)
+        self.gate = nn.Parameter(torch.arange(1.0, 9.0))
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * self.gate
+
+
+def test_holders_without_reset_and_modules_with_children_have_their_own_entries_shuffled():
+    for model, name in ((nn.Sequential(Scale(), nn.Linear(8, 2)), "0.w"), (Gated(), "gate")):
+        trained = model.state_dict()[name].clone()
+        *_, last = RandomisedCascade(model, seed=2).cascade()
+        shuffled = last.state_dict()[name]
+        assert not torch.equal(shuffled, trained)
+        assert torch.equal(torch.sort(shuffled).values, torch.sort(trained).values)
+    # The child of the module with children is a layer of its own, reset by its own rule.
+    *_, last = RandomisedCascade(Gated(), seed=2).cascade()
+    assert float(last.inner.weight.detach().abs().max()) <= 1 / math.sqrt(8)
+
+
 def test_parameter_holders_without_reset_have_their_entries_shuffled():
     model = WithNorm()
     cascade = RandomisedCascade(model, seed=0)
@@ -133,8 +201,9 @@ def test_a_model_without_parameters_is_refused_before_any_batch():
     model = nn.Sequential(nn.Flatten(), nn.Softmax(dim=1))
     x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
     cfg = {"methods": {"saliency": {}}, "checks": {"randomisation": {}}}
-    with pytest.raises(ModelError, match="no parameters"):
+    with pytest.raises(ModelError, match="the model has no parameters: there is nothing to randomise"):
         audit(model, x, cfg)
+    assert cascade_stages([], 8) == []
 
 
 # --- similarity ---------------------------------------------------------------------------------
@@ -149,6 +218,28 @@ def test_similarity_of_a_map_with_itself_and_with_its_negation():
     np.testing.assert_allclose(negated["spearman"].numpy(), -1.0, atol=1e-12)
     np.testing.assert_allclose(negated["spearman_abs"].numpy(), 1.0, atol=1e-12)
     assert "ssim" not in similarities(a.flatten(1), a.flatten(1))  # not an image
+
+
+def test_ssim_is_the_mean_over_every_7x7_window_by_hand():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(2, 2, 9, 8)), rng.normal(size=(2, 2, 9, 8))
+    c1, c2 = 0.01**2, 0.03**2
+    expected = []
+    for i in range(2):
+        x, y = np.abs(a[i]).sum(axis=0), np.abs(b[i]).sum(axis=0)
+        x, y = x / x.max(), y / y.max()
+        values = []
+        for r in range(3):
+            for c in range(2):
+                u, v = x[r : r + 7, c : c + 7], y[r : r + 7, c : c + 7]
+                mu, mv = u.mean(), v.mean()
+                cov = ((u - mu) * (v - mv)).mean()
+                values.append(
+                    ((2 * mu * mv + c1) * (2 * cov + c2)) / ((mu**2 + mv**2 + c1) * (u.var() + v.var() + c2))
+                )
+        expected.append(np.mean(values))
+    got = ssim(torch.from_numpy(a), torch.from_numpy(b))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
 
 
 def test_ssim_against_the_formula_computed_by_hand():
@@ -172,6 +263,11 @@ def test_top_k_overlap_counts_shared_top_features():
     assert similarities(a, b, top_k=0.2)["top_k"].item() == pytest.approx(0.5)
 
 
+def test_entropy_per_sample_and_of_small_maps():
+    maps = torch.tensor([[0.1, 0.1, 0.0, 0.0], [0.05, 0.05, 0.05, 0.05]])  # sums below 1
+    np.testing.assert_allclose(attribution_entropy(maps).numpy(), [math.log(2), math.log(4)], rtol=1e-12)
+
+
 def test_entropy_of_uniform_and_one_hot_maps():
     uniform, one_hot = torch.ones(1, 16), torch.zeros(1, 16)
     one_hot[0, 3] = -2.0
@@ -187,10 +283,48 @@ def test_stayed_similar_counts_leading_stages_at_or_above_the_threshold():
     assert stayed_similar([0.6, 0.7], 0.5) == 2
 
 
+def test_scores_refuse_what_they_cannot_compare():
+    with pytest.raises(
+        ValueError, match="similarity must be one of spearman, spearman_abs, top_k, ssim, got 'x'"
+    ):
+        RandomisationScores(torch.ones(2, 4), similarity="x")
+    with pytest.raises(
+        ValueError, match=r"similarity 'ssim' compares images \(B, C, H, W\); maps are \(2, 4\)"
+    ):
+        RandomisationScores(torch.ones(2, 4), similarity="ssim")
+    RandomisationScores(torch.ones(2, 1, 4, 4), similarity="ssim")  # images are fine
+    with pytest.raises(ValueError, match="^the cascade has no stages$"):
+        RandomisationScores(torch.ones(2, 4)).result()
+
+
+def test_scores_defaults_ties_and_top_k():
+    trained = torch.arange(1.0, 9.0).view(1, 8)
+    half = torch.tensor([[1.0, 2, 3, 4, 8, 7, 6, 5]])  # spearman with trained: 0.7619...
+    stages = [half, half, trained.flip(1), trained.flip(1)]
+
+    def run(**options: float) -> dict[str, torch.Tensor]:
+        scores = RandomisationScores(trained, **options)
+        for maps in stages:
+            scores.add(maps)
+        return scores.result()
+
+    bare, spelled = run(), run(depth=0.5, max_similarity=0.5, top_k=0.1)
+    for key in bare:
+        torch.testing.assert_close(bare[key], spelled[key], equal_nan=True)
+    rho = float(bare["randomisation_similarity"])
+    assert rho == pytest.approx(1 - 6 * 20 / (8 * 63))  # d = 0 0 0 0 3 1 -1 -3
+    assert not bool(run(max_similarity=rho)["randomisation_passed"])  # equal is not below
+    assert bool(run(max_similarity=rho + 1e-9)["randomisation_passed"])
+    # Stage 1: the top 4 of 8 are the same positions, the top 1 is not (position 7 against 4).
+    wide = run(top_k=0.5)["randomisation_cascade_top_k"]
+    assert float(wide[0, 0]) == 1.0 and float(run()["randomisation_cascade_top_k"][0, 0]) == 0.0
+    assert float(wide[0, 2]) == 0.0
+
+
 def test_scores_take_the_verdict_at_the_depth_and_keep_every_stage():
     trained = torch.arange(1.0, 9.0).view(1, 8).repeat(2, 1)
     reverse = trained.flip(1)
-    stages = [trained, trained * 2, reverse, reverse]  # spearman 1, 1, -1, -1 for both samples
+    stages = [trained, trained * 2, reverse, reverse * 3]  # spearman 1, 1, -1, -1 for both samples
     scores = RandomisationScores(trained, depth=0.5, max_similarity=0.5)
     for maps in stages:
         scores.add(maps)
@@ -202,10 +336,12 @@ def test_scores_take_the_verdict_at_the_depth_and_keep_every_stage():
     assert not out["randomisation_passed"].any()
     np.testing.assert_allclose(out["randomisation_final_similarity"].numpy(), [-1.0, -1.0])
     np.testing.assert_allclose(out["randomisation_entropy_rise"].numpy(), [1.0, 1.0])  # same |values|
-    deeper = RandomisationScores(trained, depth=0.75, max_similarity=0.5)
+    stages[-1] = torch.ones(2, 8) + torch.tensor([0.0, 0, 0, 0, 0, 0, 0, 1])  # the last stage differs
+    last = RandomisationScores(trained, depth=0.5, max_similarity=0.5)
     for maps in stages:
-        deeper.add(maps)
-    assert deeper.result()["randomisation_passed"].all()
+        last.add(maps)
+    expected = similarities(trained, stages[-1])["spearman"]
+    torch.testing.assert_close(last.result()["randomisation_final_similarity"], expected)
 
 
 # --- config -------------------------------------------------------------------------------------

@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -79,7 +78,9 @@ def _grouped(layers: Sequence[list[str]], max_stages: int) -> list[list[list[str
     """The layers in at most ``max_stages`` contiguous groups, as even as they come (the first
     groups take one layer more when they do not divide evenly)."""
     count = min(len(layers), max_stages)
-    size, extra = divmod(len(layers), count) if count else (0, 0)
+    if count == 0:
+        return []
+    size, extra = divmod(len(layers), count)
     groups, start = [], 0
     for k in range(count):
         end = start + size + (1 if k < extra else 0)
@@ -150,14 +151,8 @@ class RandomisedCascade:
             with torch.no_grad():
                 for module, state in stage:
                     for key, value in state.items():
-                        _tensor(module, key).copy_(value)
+                        getattr(module, key).copy_(value)  # a module's own tensors: no dots
             yield self.copy
-
-
-def _tensor(module: nn.Module, key: str) -> torch.Tensor:
-    owner, _, leaf = key.rpartition(".")
-    holder = module.get_submodule(owner) if owner else module
-    return getattr(holder, leaf)
 
 
 def ssim(trained: torch.Tensor, randomised: torch.Tensor, window: int = 7) -> torch.Tensor:
@@ -273,13 +268,3 @@ class RandomisationScores:
         }
         out.update({f"randomisation_cascade_{measure}": curve for measure, curve in cascade.items()})
         return out
-
-
-def randomisation_scores(
-    trained: torch.Tensor, stage_maps: Iterable[torch.Tensor], **options: Any
-) -> dict[str, torch.Tensor]:
-    """``RandomisationScores(trained, **options)`` fed every map of ``stage_maps``, its result."""
-    scores = RandomisationScores(trained, **options)
-    for maps in stage_maps:
-        scores.add(maps)
-    return scores.result()
