@@ -408,3 +408,14 @@ def test_the_cli_audits_a_logged_text_model_against_a_champion(tracking_store, t
         assert f"xai/{name}/comprehensiveness_margin_mean" in metrics
         assert (tmp_path / "out" / name / "tokens.png").is_file()
     assert metrics["xai/layer_integrated_gradients/completeness_pass_fraction"] == 1.0
+
+
+def test_an_exported_text_model_is_refused_clearly(bag):
+    ids = torch.as_tensor(_ids())
+    exported = torch.export.export(
+        bag,
+        (ids[:2], torch.ones_like(ids[:2])),
+        dynamic_shapes=({0: torch.export.Dim("b")}, {0: torch.export.Dim("b")}),
+    ).module()
+    with pytest.raises(ModelError, match='serialization_format="pickle"'):
+        audit(exported, _ids(), _lig(baseline="zero"))

@@ -469,6 +469,12 @@ class BatchAttributor:
 def text_inputs(model: nn.Module, cfg: AuditConfig, attention_mask: np.ndarray) -> TextInputs:
     """The text side of an audit of ``model`` on a text probe with ``attention_mask``, from
     ``cfg.text`` and the model's own token ids; a baseline token neither names is refused."""
+    if is_exported_graph(model):
+        raise ModelError(
+            "a text probe is explained through the model's token embedding layer, replaced by a module "
+            "hook, and an exported graph (MLflow's default pt2 format) runs no modules to hook; log the "
+            'text model with serialization_format="pickle"'
+        )
     text = cfg.text
     own = model_token_ids(model)
     substitutes = {}
