@@ -18,22 +18,58 @@ from mlflow_xai.cli.console import finish, one_line
 STALE_CACHE_DAYS = 7  # a resume cache older than this is another config's leftover: removed
 
 
-def _load_pytorch_model(uri: str) -> Any:
+def _load_pytorch_model(uri: str) -> tuple[Any, Any]:
+    """The PyTorch module logged at ``uri`` and, for a model logged with mlflow.transformers, its
+    tokenizer (else None)."""
     import mlflow
 
     from mlflow_xai.errors import ModelError
 
     try:
+        flavors = sorted(mlflow.models.get_model_info(uri).flavors)
+    except Exception as exc:
+        raise ModelError(f"cannot load model {uri!r}: {one_line(exc)}") from None
+    if "transformers" in flavors and "pytorch" not in flavors:
+        return _load_transformers_model(uri)
+    try:
         pyfunc = mlflow.pyfunc.load_model(uri)
     except Exception as exc:
         raise ModelError(f"cannot load model {uri!r}: {one_line(exc)}") from None
-    flavors = sorted(pyfunc.metadata.flavors)
     if "pytorch" not in flavors:
         raise ModelError(
             f"model {uri!r} is not a PyTorch model (its flavors: {', '.join(flavors)}); "
-            "mlflow-xai audits models logged with mlflow.pytorch.log_model"
+            "mlflow-xai audits models logged with mlflow.pytorch.log_model or, for text, "
+            "mlflow.transformers.log_model"
         )
-    return pyfunc.get_raw_model()
+    return pyfunc.get_raw_model(), None
+
+
+def _load_transformers_model(uri: str) -> tuple[Any, Any]:
+    """A model logged with mlflow.transformers: its PyTorch model and its tokenizer."""
+    import mlflow
+
+    from mlflow_xai.errors import ConfigError, ModelError
+
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"model {uri!r} was logged with mlflow.transformers; auditing it needs the transformers "
+            "package: pip install 'mlflow-xai[text]'"
+        ) from None
+    try:
+        components = mlflow.transformers.load_model(uri, return_type="components")
+    except Exception as exc:
+        raise ModelError(f"cannot load model {uri!r}: {one_line(exc)}") from None
+    import torch.nn as nn
+
+    model = components.get("model")
+    if not isinstance(model, nn.Module):
+        raise ModelError(
+            f"model {uri!r} was logged with mlflow.transformers around a {type(model).__name__}, not a "
+            "PyTorch model; mlflow-xai audits PyTorch models"
+        )
+    return model.eval(), components.get("tokenizer")
 
 
 def run_audit(args: argparse.Namespace) -> int:
@@ -58,7 +94,8 @@ def run_audit(args: argparse.Namespace) -> int:
         import_ray()  # a missing Ray is bad usage: exit 2 before a run is opened
         if not args.debug:
             quiet_ray = quiet_ray_data_console()
-    probe = prepare_probe(args.probe, config)
+    model, tokenizer = _load_pytorch_model(args.model_uri)
+    probe = prepare_probe(args.probe, config, tokenizer=tokenizer)  # raw texts: the model's tokenizer
     check_gate_config(
         config,
         has_baseline=bool(args.baseline_model_uri),
@@ -67,8 +104,7 @@ def run_audit(args: argparse.Namespace) -> int:
     )
     if args.run_id:
         mlflow.get_run(args.run_id)  # fails clearly if the run does not exist
-    model = _load_pytorch_model(args.model_uri)
-    baseline_model = _load_pytorch_model(args.baseline_model_uri) if args.baseline_model_uri else None
+    baseline_model = _load_pytorch_model(args.baseline_model_uri)[0] if args.baseline_model_uri else None
     for m in (model, baseline_model):
         if m is not None:
             check_audit_inputs(m, probe, config)  # shape, outputs, targets, methods: on one sample

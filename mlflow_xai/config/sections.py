@@ -429,6 +429,13 @@ class ProbeConfig(_Strict):
         "per label in proportion to its share",
     )
     preprocess: PreprocessConfig | None = None
+    tokenizer: str | None = Field(
+        default=None,
+        description="raw texts: a folder holding a tokenizer saved with save_pretrained (never downloaded)",
+    )
+    max_length: PositiveInt | None = Field(
+        default=None, description="raw texts: tokens kept per text (truncated beyond); null = the longest"
+    )
     class_index: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
         default=None,
         description="image folders: the model's class index of each class folder, a mapping or a JSON "

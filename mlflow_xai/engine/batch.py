@@ -146,6 +146,7 @@ class BatchAttributor:
         *,
         probe_mean: np.ndarray | None = None,
         attention_mask: np.ndarray | None = None,
+        token_ids: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ModelError(f"the model to audit must be a torch.nn.Module, got {type(model).__name__}")
@@ -172,7 +173,7 @@ class BatchAttributor:
             output_index=cfg.output_index,
         )
         # A text probe (its attention mask given): token ids explained through the embedding layer.
-        self.text = None if attention_mask is None else text_inputs(model, cfg, attention_mask)
+        self.text = None if attention_mask is None else text_inputs(model, cfg, attention_mask, token_ids)
         _check_text_methods(self.methods, text=self.text is not None)
         for method in self.methods.values():
             if self.text is None:
@@ -466,9 +467,15 @@ class BatchAttributor:
         batch.checks_seconds["deletion_insertion"] = time.perf_counter() - started
 
 
-def text_inputs(model: nn.Module, cfg: AuditConfig, attention_mask: np.ndarray) -> TextInputs:
-    """The text side of an audit of ``model`` on a text probe with ``attention_mask``, from
-    ``cfg.text`` and the model's own token ids; a baseline token neither names is refused."""
+def text_inputs(
+    model: nn.Module,
+    cfg: AuditConfig,
+    attention_mask: np.ndarray,
+    token_ids: Mapping[str, Any] | None = None,
+) -> TextInputs:
+    """The text side of an audit of ``model`` on a text probe with ``attention_mask``. Token ids come
+    from ``cfg.text``, else from the probe's tokenizer (``token_ids``), else from the model's config;
+    a baseline token none of them names is refused."""
     if is_exported_graph(model):
         raise ModelError(
             "a text probe is explained through the model's token embedding layer, replaced by a module "
@@ -476,7 +483,10 @@ def text_inputs(model: nn.Module, cfg: AuditConfig, attention_mask: np.ndarray) 
             'text model with serialization_format="pickle"'
         )
     text = cfg.text
-    own = model_token_ids(model)
+    own = {
+        **model_token_ids(model),
+        **{k: v for k, v in (token_ids or {}).items() if k != "special_token_ids"},
+    }
     substitutes = {}
     for kind in ("pad", "mask", "unk"):
         given = getattr(text, f"{kind}_token_id")
@@ -504,12 +514,11 @@ def text_inputs(model: nn.Module, cfg: AuditConfig, attention_mask: np.ndarray) 
                 f"checks.eraser {why} the {needed} token, whose id neither text.{needed}_token_id nor "
                 f"the model's config gives; set text.{needed}_token_id"
             )
-    special = {*text.special_token_ids}
+    special = {*text.special_token_ids, *(token_ids or {}).get("special_token_ids", [])}
     special.update(
         v for k, v in own.items() if k in ("bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id")
     )
-    if text.pad_token_id is not None or "pad_token_id" in own:
-        special.discard(substitutes.get("pad", -1))  # padding is kept by the attention mask, not as a token
+    special.discard(substitutes.get("pad", -1))  # padding is kept by the attention mask, not as a token
     return TextInputs(
         attention_mask=attention_mask,
         embedding=find_embedding(model, text.embedding_layer),

@@ -46,6 +46,7 @@ def audit(
     labels: np.ndarray | None = None,
     feature_names: Sequence[str] | None = None,
     cache_dir: str | Path | None = None,
+    tokenizer: Any = None,
 ) -> AuditReport:
     """Explain ``model`` on every sample of ``probe`` with the configured methods, then check them.
 
@@ -56,12 +57,13 @@ def audit(
     ``config`` is an ``AuditConfig``, a YAML path, a mapping or None (the defaults).
     With ``cache_dir`` every finished batch is kept on disk, keyed by the model's weights, the
     config and the probe set's hash; an audit interrupted and started again with the same cache
-    reuses those batches instead of recomputing them.
+    reuses those batches instead of recomputing them. Token ids (N, L) are a text probe; raw texts
+    (an ``.npz`` with ``texts``) are tokenized by ``probe.tokenizer`` or by ``tokenizer``.
     """
     cfg = config if isinstance(config, AuditConfig) else load_config(config)
     if not isinstance(model, nn.Module):
         raise ModelError(f"the model to audit must be a torch.nn.Module, got {type(model).__name__}")
-    probe = prepare_probe(probe, cfg, labels=labels, feature_names=feature_names)
+    probe = prepare_probe(probe, cfg, labels=labels, feature_names=feature_names, tokenizer=tokenizer)
     probe_sha256 = probe.sha256()
     cache = BatchCache.open(cache_dir, model, cfg, probe_sha256) if cache_dir is not None else None
     return audit_prepared(model, probe, cfg, cache=cache, probe_sha256=probe_sha256)
@@ -90,7 +92,9 @@ def audit_prepared(
     executor = executor_for(cfg) if executor is None else executor
     probe_mean = _probe_mean(probe) if _needs_probe_mean(cfg.model_dump()) else None
     # Validates the model and the methods here (a text probe: its embedding layer and token ids too).
-    attributor = BatchAttributor(model, cfg, probe_mean=probe_mean, attention_mask=probe.attention_mask)
+    attributor = BatchAttributor(
+        model, cfg, probe_mean=probe_mean, attention_mask=probe.attention_mask, token_ids=probe.token_ids
+    )
     probe_sha256 = probe_sha256 or probe.sha256()
     batch_size = executor.batch_size(cfg)
 
@@ -142,10 +146,14 @@ def prepare_probe(
     *,
     labels: np.ndarray | None = None,
     feature_names: Sequence[str] | None = None,
+    tokenizer: Any = None,
 ) -> ProbeSet:
-    """Load, preprocess and sample the probe set as ``cfg`` says, and check it fits the target."""
+    """Load, preprocess and sample the probe set as ``cfg`` says, and check it fits the target.
+    ``tokenizer`` tokenizes raw texts when ``probe.tokenizer`` names none."""
     first_only = cfg.max_samples if cfg.probe.sampling == "first" else None
-    probe = load_probe(probe, cfg.probe, labels=labels, feature_names=feature_names, limit=first_only)
+    probe = load_probe(
+        probe, cfg.probe, labels=labels, feature_names=feature_names, limit=first_only, tokenizer=tokenizer
+    )
     if cfg.max_samples is not None:
         probe = probe.sample(cfg.max_samples, cfg.probe.sampling, seed=cfg.seed)
     wants_label = "label" in target_entries(cfg.target)
@@ -238,7 +246,7 @@ def build_report(
 def check_audit_inputs(model: nn.Module, probe: ProbeSet, cfg: AuditConfig) -> None:
     """Every check ``audit_prepared`` makes before its first batch, on its own: the CLI calls it
     before it opens a run, so bad input logs nothing."""
-    attributor = BatchAttributor(model, cfg, attention_mask=probe.attention_mask)
+    attributor = BatchAttributor(model, cfg, attention_mask=probe.attention_mask, token_ids=probe.token_ids)
     with attributor.session():
         attributor.preflight(probe)
 

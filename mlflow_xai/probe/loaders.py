@@ -33,6 +33,7 @@ from mlflow_xai.probe.items import (
 from mlflow_xai.probe.memory import SpillWriter, keep_alive, release_pages
 from mlflow_xai.probe.preprocess import _scale_advice, preprocess_batch, preprocess_masks
 from mlflow_xai.probe.probe_set import CHUNK_ROWS, CLASS_INDEX, FOLDER_ORDER, ProbeSet, load_npz
+from mlflow_xai.probe.text import load_tokenizer, tokenized_probe
 
 # The image files torchvision's ImageFolder accepts.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -52,8 +53,12 @@ def load_probe(
     labels: np.ndarray | None = None,
     feature_names: Sequence[str] | None = None,
     limit: int | None = None,
+    tokenizer: Any = None,
 ) -> ProbeSet:
     """A ``ProbeSet`` from ``source``, preprocessed as ``config.preprocess`` says.
+
+    Raw texts (an ``.npz`` with ``texts``) are tokenized by ``config.tokenizer`` or, without one,
+    by ``tokenizer`` (a model's own, logged with it).
 
     ``labels`` and ``feature_names`` go with an array source. ``limit`` stops reading after that
     many samples (``max_samples`` with ``sampling: first``).
@@ -82,7 +87,7 @@ def load_probe(
             "labels and feature_names go with an array of inputs; other probe sources carry their own"
         )
     if isinstance(source, (str, Path)):
-        return _load_path(Path(source), config, limit)
+        return _load_path(Path(source), config, limit, tokenizer)
     if isinstance(source, torch.Tensor):
         source = _to_numpy(source, "probe inputs")
     if isinstance(source, np.ndarray):
@@ -97,10 +102,27 @@ def load_probe(
     )
 
 
-def _load_path(path: Path, config: ProbeConfig, limit: int | None) -> ProbeSet:
+def _load_path(path: Path, config: ProbeConfig, limit: int | None, tokenizer: Any = None) -> ProbeSet:
     """A probe set from an image folder, a ``.npy`` or a ``.npz`` file; a file that needs no
     preprocessing stays memory-mapped."""
     preprocess = config.preprocess
+    if path.suffix == ".npz" and path.is_file():
+        with open_npz(path) as data:
+            keys = set(data.files)
+            if "texts" in keys and "input_ids" not in keys:
+                arrays = {k: npz_member(data, k, path) for k in keys & {"texts", "labels", "y", "ids"}}
+                if config.tokenizer is not None:
+                    tokenizer = load_tokenizer(config.tokenizer)
+                if tokenizer is None:
+                    return load_npz(path)  # refuses raw texts without a tokenizer, with the reason
+                labels = arrays.get("labels", arrays.get("y"))
+                return tokenized_probe(
+                    arrays["texts"],
+                    tokenizer,
+                    labels=labels,
+                    ids=arrays.get("ids"),
+                    max_length=config.max_length,
+                )
     if path.is_dir():
         return load_image_folder(path, preprocess, limit=limit, class_index=config.class_index)
     if path.suffix == ".npy":
@@ -180,8 +202,6 @@ def _from_arrays(
 def _rows_per_chunk(array: np.ndarray) -> int:
     per_row = max(1, array[:1].nbytes)
     return int(max(1, min(CHUNK_ROWS, CHUNK_BYTES // per_row)))
-
-
 
 
 # --------------------------------------------------------------------------------------------------

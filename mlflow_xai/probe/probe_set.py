@@ -60,6 +60,8 @@ class ProbeSet:
     # padding (0), and the tokens as text for the report (optional).
     attention_mask: np.ndarray | None = None
     tokens: np.ndarray | None = None
+    # The tokenizer's pad/mask/unk ids and special token ids (a probe tokenized here), or None.
+    token_ids: dict | None = None
 
     def __post_init__(self) -> None:
         if self.is_text:
@@ -275,6 +277,7 @@ class ProbeSet:
             self.label_source,
             None if self.attention_mask is None else self.attention_mask[rows],
             None if self.tokens is None else self.tokens[rows],
+            self.token_ids,
         )
         for array in (inputs, masks):
             keep_alive(subset, array)
@@ -377,6 +380,12 @@ def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
                     return npz_member(data, name, path)
             return None
 
+        if "texts" in keys and "input_ids" not in keys:
+            raise ProbeError(
+                f"probe file {str(path)!r} holds raw texts; tokenizing them needs a tokenizer: set "
+                "probe.tokenizer to a folder saved with save_pretrained, or audit a model logged with "
+                "mlflow.transformers (its tokenizer is used)"
+            )
         if "input_ids" in keys:  # a text probe
             return ProbeSet(
                 pick("input_ids"),
