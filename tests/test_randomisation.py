@@ -175,6 +175,16 @@ class Gated(nn.Module):
         return self.inner(x) * self.gate
 
 
+def test_a_shuffle_is_drawn_from_the_layer_seed():
+    from mlflow_xai.seeding import sample_seed
+
+    model = nn.Sequential(Scale(), nn.Linear(8, 2))
+    *_, last = RandomisedCascade(model, seed=4).cascade()
+    generator = torch.Generator().manual_seed(sample_seed(4, 0, "randomisation/0"))
+    expected = model[0].w.detach()[torch.randperm(8, generator=generator)]
+    torch.testing.assert_close(last[0].w.detach(), expected, rtol=0, atol=0)
+
+
 def test_holders_without_reset_and_modules_with_children_have_their_own_entries_shuffled():
     for model, name in ((nn.Sequential(Scale(), nn.Linear(8, 2)), "0.w"), (Gated(), "gate")):
         trained = model.state_dict()[name].clone()
@@ -201,7 +211,9 @@ def test_a_model_without_parameters_is_refused_before_any_batch():
     model = nn.Sequential(nn.Flatten(), nn.Softmax(dim=1))
     x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
     cfg = {"methods": {"saliency": {}}, "checks": {"randomisation": {}}}
-    with pytest.raises(ModelError, match="the model has no parameters: there is nothing to randomise"):
+    with pytest.raises(
+        ModelError, match="cannot run: the model has no parameters: there is nothing to randomise$"
+    ):
         audit(model, x, cfg)
     assert cascade_stages([], 8) == []
 
@@ -240,6 +252,30 @@ def test_ssim_is_the_mean_over_every_7x7_window_by_hand():
         expected.append(np.mean(values))
     got = ssim(torch.from_numpy(a), torch.from_numpy(b))
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+
+
+def test_ssim_shrinks_its_window_to_a_small_image_and_judges_a_map_that_peaks_at_one():
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(size=(1, 1, 5, 9)), rng.uniform(size=(1, 1, 5, 9))
+    a = a / a.max()  # its largest value is exactly 1
+    c1, c2 = 0.01**2, 0.03**2
+    values = []
+    x, y = a[0, 0], b[0, 0] / b.max()
+    for c in range(5):  # 5x5 windows: the image is 5 pixels high
+        u, v = x[:, c : c + 5], y[:, c : c + 5]
+        mu, mv = u.mean(), v.mean()
+        cov = ((u - mu) * (v - mv)).mean()
+        values.append(
+            ((2 * mu * mv + c1) * (2 * cov + c2)) / ((mu**2 + mv**2 + c1) * (u.var() + v.var() + c2))
+        )
+    np.testing.assert_allclose(
+        ssim(torch.from_numpy(a), torch.from_numpy(b)).numpy(), [np.mean(values)], rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        ssim(torch.from_numpy(b), torch.from_numpy(a)).numpy(), [np.mean(values)], rtol=1e-12
+    )
+    wide = ssim(torch.from_numpy(a.transpose(0, 1, 3, 2)), torch.from_numpy(b.transpose(0, 1, 3, 2)))
+    np.testing.assert_allclose(wide.numpy(), [np.mean(values)], rtol=1e-12)  # 9 x 5: the same windows
 
 
 def test_ssim_against_the_formula_computed_by_hand():
@@ -300,7 +336,7 @@ def test_scores_refuse_what_they_cannot_compare():
 def test_scores_defaults_ties_and_top_k():
     trained = torch.arange(1.0, 9.0).view(1, 8)
     half = torch.tensor([[1.0, 2, 3, 4, 8, 7, 6, 5]])  # spearman with trained: 0.7619...
-    stages = [half, half, trained.flip(1), trained.flip(1)]
+    stages = [trained, half, trained.flip(1), trained.flip(1)]  # the verdict stage (2 of 4) is half
 
     def run(**options: float) -> dict[str, torch.Tensor]:
         scores = RandomisationScores(trained, **options)
@@ -315,9 +351,9 @@ def test_scores_defaults_ties_and_top_k():
     assert rho == pytest.approx(1 - 6 * 20 / (8 * 63))  # d = 0 0 0 0 3 1 -1 -3
     assert not bool(run(max_similarity=rho)["randomisation_passed"])  # equal is not below
     assert bool(run(max_similarity=rho + 1e-9)["randomisation_passed"])
-    # Stage 1: the top 4 of 8 are the same positions, the top 1 is not (position 7 against 4).
+    # Stage 2: the top 4 of 8 are the same positions, the top 1 is not (position 7 against 4).
     wide = run(top_k=0.5)["randomisation_cascade_top_k"]
-    assert float(wide[0, 0]) == 1.0 and float(run()["randomisation_cascade_top_k"][0, 0]) == 0.0
+    assert float(wide[0, 1]) == 1.0 and float(run()["randomisation_cascade_top_k"][0, 1]) == 0.0
     assert float(wide[0, 2]) == 0.0
 
 
