@@ -135,3 +135,29 @@ def test_relative_thresholds_compare_the_spread_relative_to_the_baseline(monkeyp
     far = judge(metrics, cfg, baseline_metrics=baseline, seed_spread={"xai/saliency/x_mean": 0.04})
     assert near.noise_warnings and not far.noise_warnings
     assert near.status == far.status == "pass"
+
+
+def test_validate_config_names_the_thresholds_that_move_with_the_seeds(tmp_path, capsys, monkeypatch):
+    from mlflow_xai.cli.commands import main
+    from mlflow_xai.report.seed_noise import seeded_thresholds
+
+    text = (
+        "methods: {integrated_gradients: {}, gradient_shap: {}}\n"
+        "checks: {deletion_insertion: {}}\n"
+        "gate:\n  thresholds:\n"
+        "    xai/integrated_gradients/deletion_margin_mean: {fail: 0.0, higher_is_better: true}\n"
+        "    xai/integrated_gradients/deletion_auc_mean: {fail: 0.9}\n"
+        "    xai/gradient_shap/deletion_auc_mean: {fail: 0.9}\n"
+    )
+    (tmp_path / "c.yaml").write_text(text, encoding="utf-8")
+    config = load_config(tmp_path / "c.yaml")
+    assert seeded_thresholds(config) == [
+        "xai/integrated_gradients/deletion_margin_mean",  # the random control
+        "xai/gradient_shap/deletion_auc_mean",  # a method that draws at random
+    ]
+    assert main(["validate-config", str(tmp_path / "c.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "note: 2 gate threshold(s) hold metrics that move with the seeds" in out
+    (tmp_path / "d.yaml").write_text(text + "  seed_runs: 2\n", encoding="utf-8")
+    assert main(["validate-config", str(tmp_path / "d.yaml")]) == 0
+    assert "move with the seeds" not in capsys.readouterr().out

@@ -186,6 +186,14 @@ def _validate(args: argparse.Namespace) -> int:
     slots = config.target_slots()
     if len(slots) > 1:
         print(f"  {len(slots)} targets, each with its own masks and metrics: {', '.join(slots)}")
+    from mlflow_xai.report.seed_noise import seeded_thresholds
+
+    seeded = seeded_thresholds(config)
+    if seeded and config.gate.seed_runs == 1:
+        print(
+            f"  note: {len(seeded)} gate threshold(s) hold metrics that move with the seeds "
+            f"({', '.join(seeded)}); gate: {{seed_runs: 2}} measures that noise and flags a level within it"
+        )
     if shape is not None:
         import math
 
