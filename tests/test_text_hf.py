@@ -106,3 +106,39 @@ def test_the_cli_audits_a_model_logged_with_mlflow_transformers_with_its_own_tok
     assert "<script>" not in html and "<h2>Tokens</h2>" in html
     with np.load(tmp_path / "out" / "layer_integrated_gradients" / "masks.npz") as masks:
         assert masks["tokens"][0, 1] == "the"
+
+
+def test_mlflow_evaluate_takes_a_dataframe_column_of_texts(tracking_store, tmp_path, tokenizer_dir, bert):
+    import mlflow
+    import pandas as pd
+
+    with mlflow.start_run():
+        uri = mlflow.pytorch.log_model(bert, name="model", serialization_format="pickle").model_uri
+    config = {
+        "methods": {"layer_integrated_gradients": {"n_steps": 16}},
+        "probe": {"tokenizer": str(tokenizer_dir)},
+        "artifacts": {"mask_dtype": "float32"},
+    }
+    with mlflow.start_run():
+        result = mlflow.models.evaluate(
+            uri,
+            data=pd.DataFrame({"text": TEXTS, "label": [1, 0, 0, 1]}),
+            targets="label",
+            model_type="classifier",
+            evaluators=["xai"],
+            evaluator_config={"xai": config},
+        )
+    assert result.metrics["xai/probe/samples"] == 4.0
+    # The same token attributions as the npz of raw texts gives through audit().
+    np.savez(tmp_path / "texts.npz", texts=np.array(TEXTS), labels=np.array([1, 0, 0, 1]))
+    direct = audit(bert, str(tmp_path / "texts.npz"), config).methods["layer_integrated_gradients"]
+    with np.load(
+        result.artifacts["xai/layer_integrated_gradients/masks.npz"].uri.removeprefix("file://")
+    ) as m:
+        np.testing.assert_array_equal(m["attributions"], direct.attributions)
+    without = {key: value for key, value in config.items() if key != "probe"}
+    with mlflow.start_run(), pytest.raises(Exception, match="probe.tokenizer"):
+        mlflow.models.evaluate(
+            uri, data=pd.DataFrame({"text": TEXTS, "label": [1, 0, 0, 1]}), targets="label",
+            model_type="classifier", evaluators=["xai"], evaluator_config={"xai": without},
+        )  # fmt: skip

@@ -23,15 +23,19 @@ def run_evaluation(
     source = options.pop("config", None)
     config = load_config(source, **options)
     module = model.get_raw_model()
-    shape = tuple(config.input_shape) if config.input_shape else _signature_shape(model)
-    inputs, feature_names = evaluation_inputs(dataset.features_data, shape)
     labels = dataset.labels_data
     if labels is not None:
         labels = np.asarray(labels)
         if not np.issubdtype(labels.dtype, np.integer):
             raise ProbeError(f"targets must be integer class indices, got {labels.dtype}")
-    # Raw data: probe.preprocess (and its scale for integer data) applies as for any probe source.
-    report = audit(module, inputs, config, labels=labels, feature_names=feature_names)
+    texts = text_column(dataset.features_data)
+    if texts is not None:
+        report = audit(module, _text_probe(texts, labels, config), config)
+    else:
+        shape = tuple(config.input_shape) if config.input_shape else _signature_shape(model)
+        inputs, feature_names = evaluation_inputs(dataset.features_data, shape)
+        # Raw data: probe.preprocess (and its scale for integer data) applies as for any probe source.
+        report = audit(module, inputs, config, labels=labels, feature_names=feature_names)
     with tempfile.TemporaryDirectory(prefix="mlflow-xai-") as folder:
         paths = log_report(report, run_id, log_metrics=log_metrics, folder=folder)
         artifacts = evaluation_artifacts(run_id, paths, local_root=folder)
@@ -90,6 +94,29 @@ def evaluation_artifacts(
             artifact._load(Path(local_root, *PurePosixPath(path).parts[1:]))
         artifacts[path] = artifact
     return artifacts
+
+
+def text_column(features: Any) -> list[str] | None:
+    """The texts of a DataFrame whose one feature column holds strings, else None."""
+    if not hasattr(features, "columns") or len(features.columns) != 1 or not len(features):
+        return None
+    column = features.iloc[:, 0]
+    if not all(isinstance(value, str) for value in column):
+        return None
+    return column.tolist()
+
+
+def _text_probe(texts: list[str], labels: np.ndarray | None, config: Any) -> Any:
+    """A text probe of the evaluation data's texts, tokenized by ``probe.tokenizer``."""
+    from mlflow_xai.probe.text import load_tokenizer, tokenized_probe
+
+    if config.probe.tokenizer is None:
+        raise ConfigError(
+            "the evaluation data is a column of texts; tokenizing them needs probe.tokenizer: a folder "
+            "holding the model's tokenizer saved with save_pretrained (nothing is downloaded)"
+        )
+    tokenizer = load_tokenizer(config.probe.tokenizer)
+    return tokenized_probe(texts, tokenizer, labels=labels, max_length=config.probe.max_length)
 
 
 def _signature_shape(model: Any) -> tuple[int, ...] | None:
