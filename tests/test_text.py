@@ -419,3 +419,27 @@ def test_an_exported_text_model_is_refused_clearly(bag):
     ).module()
     with pytest.raises(ModelError, match='serialization_format="pickle"'):
         audit(exported, _ids(), _lig(baseline="zero"))
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"token_kernel_shap": {"baseline": "zero", "n_samples": 200}},
+        {"token_lime": {"baseline": "zero", "n_samples": 200, "interpretable_model": "linear_regression"}},
+    ],
+)
+def test_kernel_shap_and_lime_over_tokens_recover_a_linear_models_shares(bag, method):
+    """The output is additive over tokens, so the fitted linear surrogate is exact: token t's value
+    is (E[t] . w) / L; the special token is never switched and scores 0."""
+    ids = _ids(n=3, length=6)
+    cfg = {
+        "methods": method,
+        "target": 2,
+        "text": {"special_token_ids": [CLS]},
+        "artifacts": {"mask_dtype": "float32"},
+    }
+    (name,) = method
+    scores = audit(bag, ids, cfg).methods[name].attributions
+    expected = _contributions(bag, ids, 2)
+    expected[ids == CLS] = 0.0
+    np.testing.assert_allclose(scores, expected, atol=1e-5)

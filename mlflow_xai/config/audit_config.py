@@ -33,6 +33,8 @@ from mlflow_xai.attribution.parameters import (
     OcclusionConfig,
     SaliencyConfig,
     ShapleyValueSamplingConfig,
+    TokenKernelShapConfig,
+    TokenLimeConfig,
     TokenOcclusionConfig,
 )
 from mlflow_xai.config.classes import read_class_names
@@ -72,6 +74,8 @@ class MethodsConfig(_Strict):
     noise_tunnel: NoiseTunnelConfig | None = None
     layer_integrated_gradients: LayerIntegratedGradientsConfig | None = None
     token_occlusion: TokenOcclusionConfig | None = None
+    token_kernel_shap: TokenKernelShapConfig | None = None
+    token_lime: TokenLimeConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -44,6 +44,19 @@ class _GroupPerturbation(AttributionMethod):
         cfg = self.config
         baselines = make_baseline(cfg.baseline, x, probe_mean=context.probe_mean, positions=context.positions)
         mask = feature_mask(cfg.feature_mask, x)
+        return Attribution(self._explain(handle, x, baselines, target, mask, context))
+
+    def _explain(
+        self,
+        handle: ModelHandle,
+        x: torch.Tensor,
+        baselines: torch.Tensor,
+        target: torch.Tensor,
+        mask: torch.Tensor,
+        context: AttributionContext,
+    ) -> torch.Tensor:
+        """The explainer's attributions of ``x`` with ``mask``'s groups switched to ``baselines``."""
+        cfg = self.config
         explainer = self.explainer(handle)
 
         def explain(rows: slice) -> torch.Tensor:
@@ -63,7 +76,7 @@ class _GroupPerturbation(AttributionMethod):
                 )
             else:
                 values = explain(slice(None))
-        return Attribution(check_shape(values, x, self.name).to(x.dtype).detach())
+        return check_shape(values, x, self.name).to(x.dtype).detach()
 
 
 @register("feature_ablation")

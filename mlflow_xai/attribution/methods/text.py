@@ -1,4 +1,5 @@
-"""Methods over tokens that are not Integrated Gradients: occlusion one token at a time.
+"""Methods over tokens that are not Integrated Gradients: occlusion one token at a time, and
+KernelSHAP and LIME with each token as one feature.
 
 They take what ``layer_integrated_gradients`` takes (``mlflow_xai.model.text``): each sample's
 embeddings with its row as the last feature, and the baseline's in ``AttributionContext``.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from mlflow_xai.attribution.methods.base import Attribution, AttributionContext, AttributionMethod, register
+from mlflow_xai.attribution.methods.perturbation import KernelShap, Lime
 from mlflow_xai.errors import ModelError
 from mlflow_xai.model.handle import ModelHandle
 
@@ -44,3 +46,44 @@ class TokenOcclusion(AttributionMethod):
                 points[picked, cols] = baseline[rows, cols]
                 values[rows, cols] = at_input[rows] - handle.explained(points, target[rows]).double()
         return Attribution(values)
+
+
+def _token_groups(x: torch.Tensor, baseline: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captum feature groups over the points (B, L, H + 1): each token the baseline replaces is one
+    group (its row feature too), and every token it keeps is in one last group, which switching
+    cannot change. Also the (B, L) tokens the baseline replaces."""
+    replaced = replaced_tokens(x, baseline)
+    positions = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+    groups = torch.where(replaced, positions, x.shape[1])
+    # Numbered 0, 1, ... within each sample, as Captum expects of one sample's mask.
+    groups = torch.stack([torch.unique(row, return_inverse=True)[1] for row in groups])
+    return groups.unsqueeze(-1).expand_as(x).contiguous(), replaced
+
+
+class _TokenPerturbation:
+    """Mixin: run a group perturbation method with each replaceable token as one group; a token's
+    score is its group's value (the same on each of its features), kept tokens score 0."""
+
+    for_text = True
+
+    def _attribute(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
+    ) -> Attribution:
+        if context.text_baseline is None:
+            raise ModelError(
+                f"method {self.name!r} explains text probes (token ids); for other inputs use "
+                f"{self.name.removeprefix('token_')}"
+            )
+        groups, replaced = _token_groups(x, context.text_baseline)
+        values = self._explain(handle, x, context.text_baseline, target, groups, context)
+        return Attribution(torch.where(replaced, values[..., 0], 0.0))
+
+
+@register("token_kernel_shap")
+class TokenKernelShap(_TokenPerturbation, KernelShap):
+    """Shapley values of the tokens from a weighted linear fit to ``n_samples`` random coalitions."""
+
+
+@register("token_lime")
+class TokenLime(_TokenPerturbation, Lime):
+    """A linear surrogate of the tokens fitted near the input, weighted by similarity."""

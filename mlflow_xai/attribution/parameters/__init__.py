@@ -45,6 +45,8 @@ from mlflow_xai.attribution.parameters.perturbation import (
 from mlflow_xai.attribution.parameters.text import (
     TOKEN_BASELINES,
     LayerIntegratedGradientsConfig,
+    TokenKernelShapConfig,
+    TokenLimeConfig,
     TokenOcclusionConfig,
 )
 from mlflow_xai.attribution.quadrature import RULES
@@ -86,6 +88,8 @@ PARAMETERS = parameter_registry(
         ("noise_tunnel", NoiseTunnelConfig),
         ("layer_integrated_gradients", LayerIntegratedGradientsConfig),
         ("token_occlusion", TokenOcclusionConfig),
+        ("token_kernel_shap", TokenKernelShapConfig),
+        ("token_lime", TokenLimeConfig),
     ]
 )
 
@@ -115,6 +119,8 @@ __all__ = [
     "OcclusionConfig",
     "SaliencyConfig",
     "ShapleyValueSamplingConfig",
+    "TokenKernelShapConfig",
+    "TokenLimeConfig",
     "TokenOcclusionConfig",
     "check_occlusion_windows",
     "parameter_registry",

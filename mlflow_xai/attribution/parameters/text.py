@@ -1,5 +1,4 @@
-"""Parameters of the methods over tokens (``methods.layer_integrated_gradients``).
-"""
+"""Parameters of the methods over tokens (``methods.layer_integrated_gradients``)."""
 
 from __future__ import annotations
 
@@ -8,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from mlflow_xai.attribution.parameters.integrated_gradients import IntegratedGradientsConfig
+from mlflow_xai.attribution.parameters.perturbation import KernelShapConfig, LimeConfig
 from mlflow_xai.strict import PositiveInt, _Strict
 
 #: What a token becomes in a text baseline: the padding, mask or unknown token, or a zero embedding.
@@ -40,3 +40,24 @@ class TokenOcclusionConfig(_Strict):
         default="pad", description="what an occluded token becomes: pad, mask or unk token, or zero"
     )
     internal_batch_size: PositiveInt = Field(default=128, description="occluded sequences per forward pass")
+
+
+class TokenKernelShapConfig(KernelShapConfig):
+    """KernelSHAP over the tokens of a text probe: each token the baseline replaces is one feature,
+    switched between itself and its ``baseline`` token; special tokens and padding never move.
+    Every other key is as for ``kernel_shap`` (the feature mask is the tokens)."""
+
+    feature_mask: None = Field(default=None, exclude=True, description="the tokens (not configurable)")
+    baseline: Literal[TOKEN_BASELINES] = Field(  # type: ignore[valid-type,assignment]
+        default="pad", description="what a token switched off becomes: pad, mask or unk token, or zero"
+    )
+
+
+class TokenLimeConfig(LimeConfig):
+    """LIME over the tokens of a text probe, as ``token_kernel_shap`` switches them; every other key
+    is as for ``lime``."""
+
+    feature_mask: None = Field(default=None, exclude=True, description="the tokens (not configurable)")
+    baseline: Literal[TOKEN_BASELINES] = Field(  # type: ignore[valid-type,assignment]
+        default="pad", description="what a token switched off becomes: pad, mask or unk token, or zero"
+    )
