@@ -33,9 +33,11 @@ PARAMS: dict[str, dict] = {
     "lime": {**_MASK, "n_samples": 16},
     "noise_tunnel": {"method": "saliency", "nt_samples": 3},
 }
-# Variants beyond each method's entry: wrappers around hook-based methods, superpixel masks.
+# Variants beyond each method's entry: wrappers around hook-based methods, superpixel masks. The
+# methods over tokens (text probes) have their own suite in test_text.py.
+IMAGE_METHODS = sorted(name for name, method in registered().items() if not method.for_text)
 VARIANTS: list[tuple[str, str, dict]] = [
-    *((name, name, PARAMS.get(name, {})) for name in sorted(registered())),
+    *((name, name, PARAMS.get(name, {})) for name in IMAGE_METHODS),
     ("noise_tunnel", "noise_tunnel[deeplift]", {"method": "deeplift", "nt_samples": 2, "nt_type": "vargrad"}),
     (
         "noise_tunnel",

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from mlflow_xai import audit
 from mlflow_xai.artifacts.write import write_artifacts
+from mlflow_xai.attribution.methods import registered
 from mlflow_xai.errors import ConfigError, ModelError, ProbeError
 from mlflow_xai.probe.probe_set import ProbeSet, load_npz
 
@@ -443,3 +444,41 @@ def test_kernel_shap_and_lime_over_tokens_recover_a_linear_models_shares(bag, me
     expected = _contributions(bag, ids, 2)
     expected[ids == CLS] = 0.0
     np.testing.assert_allclose(scores, expected, atol=1e-5)
+
+
+def test_layer_gradient_shap_of_a_linear_bag_is_exact_without_noise_and_batch_free_with_it(bag):
+    """The gradient is constant (w / L on every token), so without noise every draw gives
+    (E[t] - E[x't]) . w / L; with noise the draws depend on each sample's position only."""
+    ids = _ids()
+    base = {"target": 1, "text": {"special_token_ids": [CLS]}, "artifacts": {"mask_dtype": "float32"}}
+    exact = audit(
+        bag, ids, {**base, "methods": {"layer_gradient_shap": {"baseline": "zero", "n_samples": 3}}}
+    )
+    expected = _contributions(bag, ids, 1)
+    expected[ids == CLS] = 0.0
+    np.testing.assert_allclose(exact.methods["layer_gradient_shap"].attributions, expected, atol=1e-6)
+    noisy = {
+        "layer_gradient_shap": {"baseline": "zero", "n_samples": 8, "stdevs": 0.3, "internal_batch_size": 5}
+    }
+    whole = audit(bag, ids, {**base, "methods": noisy, "batch_size": 6}).methods["layer_gradient_shap"]
+    split = audit(bag, ids, {**base, "methods": noisy, "batch_size": 4}).methods["layer_gradient_shap"]
+    np.testing.assert_array_equal(whole.attributions, split.attributions)
+    assert not np.allclose(whole.attributions, expected, atol=1e-3)  # the noise moved the scores
+    assert np.all(whole.attributions[ids == CLS] == 0)  # special tokens are never noised
+
+
+TEXT_METHODS = sorted(name for name, method in registered().items() if method.for_text)
+
+
+@pytest.mark.parametrize("name", TEXT_METHODS)
+def test_every_method_over_tokens_gives_one_finite_score_per_token_and_leaves_kept_tokens_at_zero(bag, name):
+    ids = _ids()
+    mask = np.ones_like(ids)
+    mask[2, 5:], ids[2, 5:] = 0, PAD
+    params = {"baseline": "zero"} | ({"n_samples": 16} if name in ("token_kernel_shap", "token_lime") else {})
+    cfg = {"methods": {name: params}, "text": {"special_token_ids": [CLS]}, "batch_size": 4}
+    scores = audit(bag, ProbeSet(ids, attention_mask=mask), cfg).methods[name].attributions
+    assert scores.shape == ids.shape and np.isfinite(scores).all()
+    assert np.all(scores[(ids == CLS) | (mask == 0)] == 0) and np.any(scores != 0)
+    with pytest.raises(ConfigError, match="not a text probe"):
+        audit(nn.Linear(6, 2), np.zeros((2, 6), dtype=np.float32), {"methods": {name: params}})

@@ -27,6 +27,7 @@ from mlflow_xai.attribution.parameters import (
     IntegratedGradientsConfig,
     KernelShapConfig,
     LayerGradCamConfig,
+    LayerGradientShapConfig,
     LayerIntegratedGradientsConfig,
     LimeConfig,
     NoiseTunnelConfig,
@@ -76,6 +77,7 @@ class MethodsConfig(_Strict):
     token_occlusion: TokenOcclusionConfig | None = None
     token_kernel_shap: TokenKernelShapConfig | None = None
     token_lime: TokenLimeConfig | None = None
+    layer_gradient_shap: LayerGradientShapConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

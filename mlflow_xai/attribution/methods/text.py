@@ -1,5 +1,5 @@
-"""Methods over tokens that are not Integrated Gradients: occlusion one token at a time, and
-KernelSHAP and LIME with each token as one feature.
+"""Methods over tokens that are not Integrated Gradients: occlusion one token at a time,
+KernelSHAP and LIME with each token as one feature, and GradientSHAP at the embedding layer.
 
 They take what ``layer_integrated_gradients`` takes (``mlflow_xai.model.text``): each sample's
 embeddings with its row as the last feature, and the baseline's in ``AttributionContext``.
@@ -13,6 +13,7 @@ from mlflow_xai.attribution.methods.base import Attribution, AttributionContext,
 from mlflow_xai.attribution.methods.perturbation import KernelShap, Lime
 from mlflow_xai.errors import ModelError
 from mlflow_xai.model.handle import ModelHandle
+from mlflow_xai.seeding import sample_generator
 
 
 def replaced_tokens(x: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
@@ -87,3 +88,47 @@ class TokenKernelShap(_TokenPerturbation, KernelShap):
 @register("token_lime")
 class TokenLime(_TokenPerturbation, Lime):
     """A linear surrogate of the tokens fitted near the input, weighted by similarity."""
+
+
+@register("layer_gradient_shap")
+class LayerGradientShap(AttributionMethod):
+    """Expected gradients at the embedding layer; see ``LayerGradientShapConfig``."""
+
+    for_text = True
+    needs_gradients = True
+
+    def per_sample_quantities(self) -> dict[str, type]:
+        return {}
+
+    def _attribute(
+        self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
+    ) -> Attribution:
+        if context.text_baseline is None:
+            raise ModelError(
+                "method 'layer_gradient_shap' explains text probes (token ids); for other inputs use "
+                "gradient_shap"
+            )
+        cfg = self.config
+        baseline = context.text_baseline
+        replaced = replaced_tokens(x, baseline).unsqueeze(-1).to(x.dtype)
+        alphas, noises = [], []
+        for position in context.positions.tolist():  # per sample: the same draws in any batch
+            generator = sample_generator(cfg.seed, int(position), self.name)
+            alphas.append(torch.rand(cfg.n_samples, generator=generator, dtype=torch.float64))
+            noise = torch.randn(cfg.n_samples, *x.shape[1:], generator=generator, dtype=torch.float64)
+            noises.append(noise * cfg.stdevs)
+        alpha = torch.stack(alphas).to(x.device, x.dtype)  # (B, n)
+        noise = torch.stack(noises).to(x.device, x.dtype) * replaced.unsqueeze(1)  # (B, n, L, H + 1)
+        noise[..., -1] = 0.0  # the row feature never moves
+        noisy = x.unsqueeze(1) + noise
+        delta = noisy - baseline.unsqueeze(1)
+        points = (baseline.unsqueeze(1) + alpha.view(*alpha.shape, 1, 1) * delta).flatten(0, 1)
+        rows = torch.arange(len(x), device=x.device).repeat_interleave(cfg.n_samples)
+        grads = torch.empty_like(points)
+        for start in range(0, len(points), cfg.internal_batch_size):
+            part = slice(start, start + cfg.internal_batch_size)
+            chunk = points[part].detach().requires_grad_(True)
+            with torch.enable_grad():
+                (grads[part],) = torch.autograd.grad(handle.explained(chunk, target[rows[part]]).sum(), chunk)
+        values = (delta * grads.view_as(delta)).mean(dim=1).sum(dim=-1)
+        return Attribution(values.detach())

@@ -44,6 +44,7 @@ from mlflow_xai.attribution.parameters.perturbation import (
 )
 from mlflow_xai.attribution.parameters.text import (
     TOKEN_BASELINES,
+    LayerGradientShapConfig,
     LayerIntegratedGradientsConfig,
     TokenKernelShapConfig,
     TokenLimeConfig,
@@ -90,6 +91,7 @@ PARAMETERS = parameter_registry(
         ("token_occlusion", TokenOcclusionConfig),
         ("token_kernel_shap", TokenKernelShapConfig),
         ("token_lime", TokenLimeConfig),
+        ("layer_gradient_shap", LayerGradientShapConfig),
     ]
 )
 
@@ -113,6 +115,7 @@ __all__ = [
     "IntegratedGradientsConfig",
     "KernelShapConfig",
     "LayerGradCamConfig",
+    "LayerGradientShapConfig",
     "LayerIntegratedGradientsConfig",
     "LimeConfig",
     "NoiseTunnelConfig",

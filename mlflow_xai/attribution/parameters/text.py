@@ -8,7 +8,7 @@ from pydantic import Field
 
 from mlflow_xai.attribution.parameters.integrated_gradients import IntegratedGradientsConfig
 from mlflow_xai.attribution.parameters.perturbation import KernelShapConfig, LimeConfig
-from mlflow_xai.strict import PositiveInt, _Strict
+from mlflow_xai.strict import NonNegativeFloat, PositiveInt, _Strict
 
 #: What a token becomes in a text baseline: the padding, mask or unknown token, or a zero embedding.
 TOKEN_BASELINES = ("pad", "mask", "unk", "zero")
@@ -61,3 +61,20 @@ class TokenLimeConfig(LimeConfig):
     baseline: Literal[TOKEN_BASELINES] = Field(  # type: ignore[valid-type,assignment]
         default="pad", description="what a token switched off becomes: pad, mask or unk token, or zero"
     )
+
+
+class LayerGradientShapConfig(_Strict):
+    """GradientSHAP (expected gradients) of a text probe at the token embedding layer: for each of
+    ``n_samples`` draws, a point at a uniform random fraction of the way from the baseline's
+    embeddings to the input's (plus Gaussian noise of ``stdevs`` on the tokens the baseline
+    replaces), and (noisy input - baseline) x gradient there, averaged and summed per token. The
+    draws are seeded by (seed, the sample's position); the scores add up to F(x) - F(x') only in
+    expectation."""
+
+    n_samples: PositiveInt = Field(default=16, description="random points per input")
+    stdevs: NonNegativeFloat = Field(default=0.0, description="std of the noise added to the embeddings")
+    baseline: Literal[TOKEN_BASELINES] = Field(  # type: ignore[valid-type]
+        default="pad", description="what the non-special tokens become: pad, mask or unk token, or zero"
+    )
+    internal_batch_size: PositiveInt = Field(default=128, description="points per forward/backward pass")
+    seed: int = Field(default=0, description="seed of the draws (with each sample's position)")
