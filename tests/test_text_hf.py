@@ -142,3 +142,27 @@ def test_mlflow_evaluate_takes_a_dataframe_column_of_texts(tracking_store, tmp_p
             uri, data=pd.DataFrame({"text": TEXTS, "label": [1, 0, 0, 1]}), targets="label",
             model_type="classifier", evaluators=["xai"], evaluator_config={"xai": without},
         )  # fmt: skip
+
+
+def test_mlflow_evaluate_audits_a_transformers_pipeline_with_its_own_tokenizer(
+    tracking_store, tokenizer_dir, bert
+):
+    import mlflow
+    import pandas as pd
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    with mlflow.start_run():
+        info = mlflow.transformers.log_model(
+            {"model": bert, "tokenizer": tokenizer}, name="model", task="text-classification",
+            pip_requirements=["transformers"],
+        )  # fmt: skip
+        result = mlflow.models.evaluate(
+            info.model_uri,
+            data=pd.DataFrame({"text": TEXTS, "label": [1, 0, 0, 1]}),
+            targets="label",
+            model_type="classifier",
+            evaluators=["xai"],
+            evaluator_config={"xai": {"methods": {"layer_integrated_gradients": {"n_steps": "auto"}}}},
+        )
+    assert result.metrics["xai/probe/samples"] == 4.0
+    assert result.metrics["xai/layer_integrated_gradients/completeness_pass_fraction"] == 1.0

@@ -22,7 +22,7 @@ def run_evaluation(
     options = dict(evaluator_config)
     source = options.pop("config", None)
     config = load_config(source, **options)
-    module = model.get_raw_model()
+    module, tokenizer = _module_and_tokenizer(model.get_raw_model())
     labels = dataset.labels_data
     if labels is not None:
         labels = np.asarray(labels)
@@ -30,7 +30,7 @@ def run_evaluation(
             raise ProbeError(f"targets must be integer class indices, got {labels.dtype}")
     texts = text_column(dataset.features_data)
     if texts is not None:
-        report = audit(module, _text_probe(texts, labels, config), config)
+        report = audit(module, _text_probe(texts, labels, config, tokenizer), config)
     else:
         shape = tuple(config.input_shape) if config.input_shape else _signature_shape(model)
         inputs, feature_names = evaluation_inputs(dataset.features_data, shape)
@@ -106,16 +106,28 @@ def text_column(features: Any) -> list[str] | None:
     return column.tolist()
 
 
-def _text_probe(texts: list[str], labels: np.ndarray | None, config: Any) -> Any:
-    """A text probe of the evaluation data's texts, tokenized by ``probe.tokenizer``."""
+def _module_and_tokenizer(raw: Any) -> tuple[Any, Any]:
+    """The PyTorch module to audit and, for a Hugging Face pipeline, its tokenizer."""
+    import torch.nn as nn
+
+    inner = getattr(raw, "model", None)
+    if not isinstance(raw, nn.Module) and isinstance(inner, nn.Module):  # a transformers pipeline
+        return inner.eval(), getattr(raw, "tokenizer", None)
+    return raw, None
+
+
+def _text_probe(texts: list[str], labels: np.ndarray | None, config: Any, tokenizer: Any = None) -> Any:
+    """A text probe of the evaluation data's texts, tokenized by ``probe.tokenizer`` or else by the
+    model's own (a pipeline's)."""
     from mlflow_xai.probe.text import load_tokenizer, tokenized_probe
 
-    if config.probe.tokenizer is None:
+    if config.probe.tokenizer is not None:
+        tokenizer = load_tokenizer(config.probe.tokenizer)
+    if tokenizer is None:
         raise ConfigError(
             "the evaluation data is a column of texts; tokenizing them needs probe.tokenizer: a folder "
             "holding the model's tokenizer saved with save_pretrained (nothing is downloaded)"
         )
-    tokenizer = load_tokenizer(config.probe.tokenizer)
     return tokenized_probe(texts, tokenizer, labels=labels, max_length=config.probe.max_length)
 
 

@@ -20,6 +20,7 @@ from mlflow_xai.tracking.evaluation_artifacts import BytesEvaluationArtifact, Np
 #: no class score whose attribution we could check.
 MODEL_TYPES = ("classifier", "image_classifier")
 PYTORCH_FLAVOR = "pytorch"
+TRANSFORMERS_FLAVOR = "transformers"  # a pipeline: its PyTorch model and tokenizer are audited
 _log = logging.getLogger(__name__)
 
 
@@ -71,10 +72,11 @@ class XaiEvaluator(ModelEvaluator):
             return None
         # The flavors come from the MLmodel file MLflow has already read: no import needed to tell.
         flavors = sorted(getattr(getattr(model, "metadata", None), "flavors", None) or {})
-        if PYTORCH_FLAVOR not in flavors:
+        if PYTORCH_FLAVOR not in flavors and TRANSFORMERS_FLAVOR not in flavors:
             _declined(
                 f"the model has the flavors {flavors}, not {PYTORCH_FLAVOR!r}; xai audits models "
-                "logged with mlflow.pytorch.log_model",
+                "logged with mlflow.pytorch.log_model, and text classifiers logged with "
+                "mlflow.transformers.log_model",
                 evaluator_config,
             )
             return None  # let the other evaluators do their work
