@@ -164,6 +164,7 @@ def test_artifacts_hold_the_scores_beside_the_tokens_and_escape_them(tmp_path, b
     html = (folder / "report.html").read_text(encoding="utf-8")
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert '<span class="tok special">[CLS]</span>' in html
+    assert html.count("Worst completeness:") == 1  # the one method with a completeness check
     rows = report.per_sample_rows()
     listed = rows[1]["layer_integrated_gradients/top_tokens"]
     assert "[CLS]" not in listed  # special tokens are never ranked

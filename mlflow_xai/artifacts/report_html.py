@@ -265,30 +265,42 @@ def _worst(report: AuditReport, folder: Path) -> str:
     return "<h2>Worst samples</h2>" + "".join(b for b in blocks if b)
 
 
+TEXT_WORST = 3  # worst-completeness samples highlighted per method, below the first samples
+
+
 def _tokens(report: AuditReport) -> str:
-    """Text probes: the first samples' tokens highlighted by each method's scores."""
+    """Text probes: the first samples' tokens highlighted by each method's scores, then the samples
+    with the worst completeness error."""
     if not report.probe.is_text:
         return ""
     probe, acfg = report.probe, report.config.artifacts
-    shown = min(acfg.sheet_samples, len(probe))
     tokens = token_text(probe)
     scale = "per sample" if acfg.color_scale is None else f"fixed, bound {acfg.color_scale:g}"
+
+    def line(result: Any, i: int, note: str = "") -> str:
+        label = "" if probe.labels is None else f", label {int(probe.labels[i])}"
+        body = highlighted_html(
+            tokens[i],
+            result.attributions[i].astype(np.float64),
+            probe.attention_mask[i],
+            report.token_kept[i],
+            acfg.color_scale,
+        )
+        return (
+            f'<p class="text"><span class="muted">{escape(str(probe.ids[i]))} (predicted '
+            f"{int(report.predictions[i])}{escape(label)}{escape(note)})</span><br>{body}</p>"
+        )
+
     blocks = []
     for name, result in report.methods.items():
-        lines = []
-        for i in range(shown):
-            label = "" if probe.labels is None else f", label {int(probe.labels[i])}"
-            body = highlighted_html(
-                tokens[i],
-                result.attributions[i].astype(np.float64),
-                probe.attention_mask[i],
-                report.token_kept[i],
-                acfg.color_scale,
-            )
-            lines.append(
-                f'<p class="text"><span class="muted">{escape(str(probe.ids[i]))} (predicted '
-                f"{int(report.predictions[i])}{escape(label)})</span><br>{body}</p>"
-            )
+        lines = [line(result, i) for i in range(min(acfg.sheet_samples, len(probe)))]
+        worst = result.worst_indices(TEXT_WORST)
+        if len(worst):
+            lines.append('<p class="muted">Worst completeness:</p>')
+            lines += [
+                line(result, int(i), f", completeness error {result.completeness.rel_error[i]:.3g}")
+                for i in worst
+            ]
         blocks.append(f"<h3>{escape(name)}</h3>" + "".join(lines))
     return (
         "<h2>Tokens</h2>"
