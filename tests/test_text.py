@@ -483,3 +483,41 @@ def test_every_method_over_tokens_gives_one_finite_score_per_token_and_leaves_ke
     assert np.all(scores[(ids == CLS) | (mask == 0)] == 0) and np.any(scores != 0)
     with pytest.raises(ConfigError, match="not a text probe"):
         audit(nn.Linear(6, 2), np.zeros((2, 6), dtype=np.float32), {"methods": {name: params}})
+
+
+class Segments(Bag):
+    """The bag model with BERT-style segment embeddings added to the tokens'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.segments = nn.Embedding(2, HIDDEN)
+
+    def forward(self, ids, attention_mask=None, token_type_ids=None):
+        e = self.emb(ids) + (0 if token_type_ids is None else self.segments(token_type_ids))
+        m = attention_mask.unsqueeze(-1).to(e.dtype)
+        return self.head((e * m).sum(dim=1) / m.sum(dim=1))
+
+
+def test_token_type_ids_reach_the_model_and_stay_fixed(tmp_path):
+    torch.manual_seed(0)
+    model = Segments().double()
+    with torch.no_grad():
+        model.segments.weight.mul_(20.0)  # segments that decide the prediction
+    ids = _ids()
+    types = np.zeros_like(ids)
+    types[::2, 2:] = 1
+    np.savez(tmp_path / "p.npz", input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=types)
+    cfg = {**_lig(baseline="zero"), "target": 0, "text": {"embedding_layer": "emb"}}
+    report = audit(model, str(tmp_path / "p.npz"), cfg)
+    mask = torch.ones(ids.shape)
+    with torch.no_grad():
+        with_types = model(torch.as_tensor(ids), mask, torch.as_tensor(types)).argmax(dim=1).numpy()
+        without = model(torch.as_tensor(ids), mask).argmax(dim=1).numpy()
+    np.testing.assert_array_equal(report.predictions, with_types)
+    assert not np.array_equal(with_types, without)
+    # The segments are held fixed along the path: the gap from a zero-token baseline is the
+    # tokens' share, (E[ids] . w) / L summed, and the scores add up to it.
+    result = report.methods["layer_integrated_gradients"]
+    E, w = model.emb.weight.detach().numpy(), model.head.weight.detach().numpy()[0]
+    np.testing.assert_allclose(result.completeness.output_gap, (E[ids] @ w).sum(axis=1) / 7, atol=1e-9)
+    np.testing.assert_allclose(result.attributions.sum(axis=1), result.completeness.output_gap, atol=1e-6)

@@ -35,7 +35,13 @@ from mlflow_xai.model.handle import (
     resolve_device,
     tf32_mode,
 )
-from mlflow_xai.model.text import TextInputs, find_embedding, model_token_ids, takes_attention_mask
+from mlflow_xai.model.text import (
+    TextInputs,
+    find_embedding,
+    model_token_ids,
+    takes_argument,
+    takes_attention_mask,
+)
 from mlflow_xai.probe.probe_set import ProbeSet
 from mlflow_xai.report.metric_names import result_keys
 
@@ -147,6 +153,7 @@ class BatchAttributor:
         probe_mean: np.ndarray | None = None,
         attention_mask: np.ndarray | None = None,
         token_ids: Mapping[str, Any] | None = None,
+        token_type_ids: np.ndarray | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ModelError(f"the model to audit must be a torch.nn.Module, got {type(model).__name__}")
@@ -173,7 +180,9 @@ class BatchAttributor:
             output_index=cfg.output_index,
         )
         # A text probe (its attention mask given): token ids explained through the embedding layer.
-        self.text = None if attention_mask is None else text_inputs(model, cfg, attention_mask, token_ids)
+        self.text = None
+        if attention_mask is not None:
+            self.text = text_inputs(model, cfg, attention_mask, token_ids, token_type_ids)
         _check_text_methods(self.methods, text=self.text is not None)
         for method in self.methods.values():
             if self.text is None:
@@ -371,9 +380,15 @@ class BatchAttributor:
                 mask = (keep & (handle.attention_mask[rows] == 1)).long()
                 order = torch.sort(1 - mask, dim=1, stable=True).indices  # kept tokens first, in order
                 ids = torch.gather(handle.ids[rows], 1, order)
+                types = (
+                    None
+                    if handle.token_type_ids is None
+                    else torch.gather(handle.token_type_ids[rows], 1, order)
+                )
                 mask = torch.gather(mask, 1, order)
                 ids = torch.where(mask == 1, ids, pad)
-                return handle.scores_of_ids(ids, mask).gather(1, target[rows].view(-1, 1)).squeeze(1)
+                scores = handle.scores_of_ids(ids, mask, types)
+                return scores.gather(1, target[rows].view(-1, 1)).squeeze(1)
 
         found = comprehensiveness_sufficiency(
             kept_output,
@@ -472,6 +487,7 @@ def text_inputs(
     cfg: AuditConfig,
     attention_mask: np.ndarray,
     token_ids: Mapping[str, Any] | None = None,
+    token_type_ids: np.ndarray | None = None,
 ) -> TextInputs:
     """The text side of an audit of ``model`` on a text probe with ``attention_mask``. Token ids come
     from ``cfg.text``, else from the probe's tokenizer (``token_ids``), else from the model's config;
@@ -525,6 +541,7 @@ def text_inputs(
         with_mask=takes_attention_mask(model),
         special_ids=tuple(sorted(special)),
         substitutes=substitutes,
+        token_type_ids=token_type_ids if takes_argument(model, "token_type_ids") else None,
     )
 
 

@@ -93,7 +93,12 @@ def audit_prepared(
     probe_mean = _probe_mean(probe) if _needs_probe_mean(cfg.model_dump()) else None
     # Validates the model and the methods here (a text probe: its embedding layer and token ids too).
     attributor = BatchAttributor(
-        model, cfg, probe_mean=probe_mean, attention_mask=probe.attention_mask, token_ids=probe.token_ids
+        model,
+        cfg,
+        probe_mean=probe_mean,
+        attention_mask=probe.attention_mask,
+        token_ids=probe.token_ids,
+        token_type_ids=probe.token_type_ids,
     )
     probe_sha256 = probe_sha256 or probe.sha256()
     batch_size = executor.batch_size(cfg)
@@ -246,7 +251,13 @@ def build_report(
 def check_audit_inputs(model: nn.Module, probe: ProbeSet, cfg: AuditConfig) -> None:
     """Every check ``audit_prepared`` makes before its first batch, on its own: the CLI calls it
     before it opens a run, so bad input logs nothing."""
-    attributor = BatchAttributor(model, cfg, attention_mask=probe.attention_mask, token_ids=probe.token_ids)
+    attributor = BatchAttributor(
+        model,
+        cfg,
+        attention_mask=probe.attention_mask,
+        token_ids=probe.token_ids,
+        token_type_ids=probe.token_type_ids,
+    )
     with attributor.session():
         attributor.preflight(probe)
 

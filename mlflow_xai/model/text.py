@@ -65,15 +65,18 @@ def _embeddings(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.Embedding)]
 
 
-def takes_attention_mask(model: nn.Module) -> bool:
-    """Whether the model's forward accepts ``attention_mask`` (by name, or through ``**kwargs``)."""
+def takes_argument(model: nn.Module, name: str) -> bool:
+    """Whether the model's forward accepts ``name`` (by name, or through ``**kwargs``)."""
     try:
         parameters = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
-    return "attention_mask" in parameters or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-    )
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def takes_attention_mask(model: nn.Module) -> bool:
+    """Whether the model's forward accepts ``attention_mask``."""
+    return takes_argument(model, "attention_mask")
 
 
 @dataclass
@@ -86,6 +89,7 @@ class TextHandle:
     ids: torch.Tensor  # (B, L) int64: the batch's token ids
     attention_mask: torch.Tensor  # (B, L) int64
     with_mask: bool  # the model's forward takes attention_mask
+    token_type_ids: torch.Tensor | None = None  # (B, L) int64, passed when the probe has them
 
     @property
     def module(self) -> nn.Module:
@@ -116,15 +120,23 @@ class TextHandle:
         rows = points[:, 0, -1].detach().round().long()
         vectors = points[..., :-1]
         with _replaced(self.embedding, vectors):
-            raw = self._run(self.ids[rows], self.attention_mask[rows])
+            types = None if self.token_type_ids is None else self.token_type_ids[rows]
+            raw = self._run(self.ids[rows], self.attention_mask[rows], types)
         return self.base.finish(raw.to(vectors.dtype))
 
-    def scores_of_ids(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def scores_of_ids(
+        self, ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Class scores of the model run on token ids as they are (no embedding replaced)."""
-        return self.base.finish(self._run(ids, attention_mask))
+        return self.base.finish(self._run(ids, attention_mask, token_type_ids))
 
-    def _run(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        raw = self.module(ids, attention_mask=attention_mask) if self.with_mask else self.module(ids)
+    def _run(
+        self, ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+    ) -> torch.Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        if self.with_mask:
+            extra["attention_mask"] = attention_mask
+        raw = self.module(ids, **extra)
         if self.base.output_key is None and not isinstance(raw, torch.Tensor) and hasattr(raw, "logits"):
             raw = raw.logits  # a Hugging Face model's output
         return self.base.select(raw)
@@ -174,12 +186,16 @@ class TextInputs:
     with_mask: bool
     special_ids: tuple[int, ...]
     substitutes: dict[str, int]  # baseline kind (pad, mask, unk) -> token id
+    token_type_ids: np.ndarray | None = None  # (N, L), when the probe has them and the model takes them
 
     def batch(self, base: ModelHandle, ids: np.ndarray, start: int) -> tuple[TextHandle, torch.Tensor]:
         """The handle of one batch of token ids at ``start`` in the probe set, and its embedded points."""
         token_ids = torch.as_tensor(ids, dtype=torch.int64, device=base.device)
         mask = torch.as_tensor(self.attention_mask[start : start + len(ids)], device=base.device)
-        handle = TextHandle(base, self.embedding, token_ids, mask, self.with_mask)
+        types = None
+        if self.token_type_ids is not None:
+            types = torch.as_tensor(self.token_type_ids[start : start + len(ids)], device=base.device)
+        handle = TextHandle(base, self.embedding, token_ids, mask, self.with_mask, types)
         return handle, handle.embed(token_ids)
 
     def kept(self, handle: TextHandle) -> torch.Tensor:

@@ -62,6 +62,8 @@ class ProbeSet:
     tokens: np.ndarray | None = None
     # The tokenizer's pad/mask/unk ids and special token ids (a probe tokenized here), or None.
     token_ids: dict | None = None
+    # Text probes of models with segments (BERT's sentence A/B): one segment id per token.
+    token_type_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.is_text:
@@ -130,6 +132,14 @@ class ProbeSet:
         if not mask.any(axis=1).all():
             raise ProbeError("every text sample needs at least one token with attention_mask 1")
         object.__setattr__(self, "attention_mask", mask.astype(np.int64))
+        if self.token_type_ids is not None:
+            types = np.asarray(self.token_type_ids)
+            if types.shape != x.shape or not np.issubdtype(types.dtype, np.integer) or int(types.min()) < 0:
+                raise ProbeError(
+                    f"token_type_ids must be integers >= 0 of the input_ids' shape {x.shape}, got "
+                    f"{types.shape} of {types.dtype}"
+                )
+            object.__setattr__(self, "token_type_ids", types.astype(np.int64))
         if self.tokens is not None:
             tokens = np.asarray(self.tokens).astype(str)
             if tokens.shape != x.shape:
@@ -278,6 +288,7 @@ class ProbeSet:
             None if self.attention_mask is None else self.attention_mask[rows],
             None if self.tokens is None else self.tokens[rows],
             self.token_ids,
+            None if self.token_type_ids is None else self.token_type_ids[rows],
         )
         for array in (inputs, masks):
             keep_alive(subset, array)
@@ -296,6 +307,7 @@ class ProbeSet:
             ("masks", self.masks),
             ("ids", self.ids),
             ("attention_mask", self.attention_mask),
+            ("token_type_ids", self.token_type_ids),
         )
         for name, array in arrays:
             if array is None:
@@ -358,8 +370,8 @@ def _take_rows(array: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
 def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
     """A ``.npy`` file of inputs (memory-mapped), or a ``.npz`` with ``inputs`` (or ``x``/``images``)
     and optional ``labels``/``y``, ``masks``, ``ids`` and ``feature_names``; or a text probe: a
-    ``.npz`` with ``input_ids`` (N, L) and optional ``attention_mask``, ``labels``, ``ids`` and
-    ``tokens`` (the tokens as strings, for the report).
+    ``.npz`` with ``input_ids`` (N, L) and optional ``attention_mask``, ``token_type_ids``,
+    ``labels``, ``ids`` and ``tokens`` (the tokens as strings, for the report).
 
     A ``.npz`` member cannot be mapped (it may be compressed): it is read once, in full. Use a
     ``.npy`` file for a probe set larger than memory.
@@ -393,6 +405,7 @@ def load_npz(path: str | Path, *, mmap: bool = True) -> ProbeSet:
                 ids=pick("ids"),
                 attention_mask=pick("attention_mask"),
                 tokens=pick("tokens"),
+                token_type_ids=pick("token_type_ids"),
             )
         inputs = pick("inputs", "x", "images")
         if inputs is None:

@@ -67,6 +67,7 @@ def tokenized_probe(
     input_ids = np.asarray(encoded["input_ids"], dtype=np.int64)
     mask = np.asarray(encoded["attention_mask"], dtype=np.int64)
     tokens = np.array([tokenizer.convert_ids_to_tokens(row.tolist()) for row in input_ids]).astype(str)
+    types = encoded.get("token_type_ids")
     return ProbeSet(
         input_ids,
         labels,
@@ -74,4 +75,5 @@ def tokenized_probe(
         attention_mask=mask,
         tokens=tokens,
         token_ids=tokenizer_ids(tokenizer),
+        token_type_ids=None if types is None else np.asarray(types, dtype=np.int64),
     )
