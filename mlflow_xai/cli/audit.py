@@ -79,6 +79,7 @@ def run_audit(args: argparse.Namespace) -> int:
     from mlflow_xai.config.loading import load_config
     from mlflow_xai.engine.cache import BatchCache, default_cache_dir
     from mlflow_xai.engine.run import check_audit_inputs, prepare_probe
+    from mlflow_xai.probe.text import holds_raw_texts
 
     # Config, probe set, models and gate are checked before any compute and before anything is
     # logged: bad input exits 2 and leaves no run behind.
@@ -94,8 +95,12 @@ def run_audit(args: argparse.Namespace) -> int:
         import_ray()  # a missing Ray is bad usage: exit 2 before a run is opened
         if not args.debug:
             quiet_ray = quiet_ray_data_console()
-    model, tokenizer = _load_pytorch_model(args.model_uri)
-    probe = prepare_probe(args.probe, config, tokenizer=tokenizer)  # raw texts: the model's tokenizer
+    if holds_raw_texts(args.probe) and config.probe.tokenizer is None:
+        model, tokenizer = _load_pytorch_model(args.model_uri)  # raw texts: the model's own tokenizer
+        probe = prepare_probe(args.probe, config, tokenizer=tokenizer)
+    else:
+        probe = prepare_probe(args.probe, config)  # a bad probe is refused before any model loads
+        model, _ = _load_pytorch_model(args.model_uri)
     check_gate_config(
         config,
         has_baseline=bool(args.baseline_model_uri),

@@ -18,6 +18,17 @@ from mlflow_xai.errors import ConfigError, ProbeError
 from mlflow_xai.probe.probe_set import ProbeSet
 
 
+def holds_raw_texts(source: Any) -> bool:
+    """Whether ``source`` is an ``.npz`` of raw texts (``texts`` and no ``input_ids``)."""
+    if not isinstance(source, (str, Path)) or Path(source).suffix != ".npz" or not Path(source).is_file():
+        return False
+    try:
+        with np.load(source, allow_pickle=False) as data:
+            return "texts" in data.files and "input_ids" not in data.files
+    except Exception:  # unreadable: the probe loader says why
+        return False
+
+
 def load_tokenizer(path: str | Path) -> Any:
     """The Hugging Face tokenizer saved in the folder ``path``; nothing is fetched from the network."""
     folder = Path(path)
