@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from mlflow_xai.engine.run import audit
     from mlflow_xai.probe.probe_set import ProbeSet
     from mlflow_xai.report.audit_report import AuditReport
+    from mlflow_xai.tracking.autolog import autolog
 
-__all__ = ["AuditConfig", "AuditReport", "ProbeSet", "__version__", "audit", "load_config"]
+__all__ = ["AuditConfig", "AuditReport", "ProbeSet", "__version__", "audit", "autolog", "load_config"]
 
 _LAZY = {
     "audit": "mlflow_xai.engine",
@@ -28,6 +29,7 @@ _LAZY = {
     "load_config": "mlflow_xai.config",
     "ProbeSet": "mlflow_xai.probe",
     "AuditReport": "mlflow_xai.report",
+    "autolog": "mlflow_xai.tracking.autolog",
 }
 
 

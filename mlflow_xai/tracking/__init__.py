@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "autolog": "mlflow_xai.tracking.autolog",
     "metric_thresholds": "mlflow_xai.tracking.thresholds",
     "ARTIFACT_PATH": "mlflow_xai.tracking.log",
     "T": "mlflow_xai.tracking.log",
@@ -26,6 +27,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "autolog",
     "metric_thresholds",
     "ARTIFACT_PATH",
     "T",

@@ -79,6 +79,8 @@ def log_report(
     extra_tags: dict[str, str] | None = None,
     gate: Any = None,
     folder: str | Path | None = None,
+    step: int = 0,
+    model_id: str | None = None,
 ) -> list[str]:
     """Write the artifacts to a local folder, upload it once under ``xai/``, then log metrics.
 
@@ -87,7 +89,7 @@ def log_report(
     inside ``xai/`` to its text (e.g. the gate's result). ``folder`` (an empty folder the caller
     owns and removes) keeps the written files after the upload, for a caller that reads them again
     (the evaluator loads them into ``EvaluationResult.artifacts``); by default a temporary folder
-    is used and removed.
+    is used and removed. ``step`` and ``model_id`` go with every metric (an audit per checkpoint).
 
     Returns the uploaded files' paths in the run (``xai/summary.json``, ...), sorted: read from the
     folder that was uploaded, so the caller can name them without listing the store again.
@@ -109,7 +111,7 @@ def log_report(
         )
     now = int(time.time() * 1000)
     values = {**report.metrics(), **(extra_metrics or {})} if log_metrics else {}
-    metrics = [Metric(k, float(v), now, 0) for k, v in values.items()]
+    metrics = [Metric(k, float(v), now, step, model_id=model_id) for k, v in values.items()]
     tags = {
         "xai.verdict": report.verdict,
         "xai.probe_sha256": report.probe_sha256,
