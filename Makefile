@@ -9,7 +9,7 @@ STAMP := $(VENV)/.mlflow-xai-installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,ray,text]'
+	$(PY) -m pip install --quiet -e '.[test,ray,text,lightning]'
 	touch $(STAMP)
 
 demo: $(STAMP)

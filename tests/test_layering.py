@@ -31,6 +31,7 @@ STAGES = (
     "artifacts",
     "ci",
     "tracking",
+    "lightning",  # the Lightning callback: the engine and tracking, for pytorch_lightning users
     "cli",
     "package",  # mlflow_xai/__init__.py: the public names, loaded lazily
 )
@@ -53,6 +54,7 @@ ONLY_IN = {
     "mlflow": {"tracking", "cli"},
     "ray": {"distributed"},
     "captum": {"attribution"},
+    "pytorch_lightning": {"lightning"},
 }
 
 #: What config may take from attribution: the parameter models, which import no torch.

@@ -120,3 +120,16 @@ def log_report(
     }
     client.log_batch(run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
     return uploaded
+
+
+def client_for(tracking_uri: str | None) -> MlflowClient:
+    """A client of ``tracking_uri`` (a logger's own), or of the current tracking URI."""
+    return MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
+
+
+def active_run_id() -> str | None:
+    """The id of the active MLflow run, if one is active."""
+    import mlflow
+
+    run = mlflow.active_run()
+    return None if run is None else run.info.run_id
