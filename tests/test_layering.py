@@ -32,6 +32,7 @@ STAGES = (
     "ci",
     "tracking",
     "lightning",  # the Lightning callback: the engine and tracking, for pytorch_lightning users
+    "registry",  # the webhook receiver: audits run as the command line's children
     "cli",
     "package",  # mlflow_xai/__init__.py: the public names, loaded lazily
 )
@@ -51,7 +52,7 @@ FORBIDDEN = (
 
 #: Third-party packages that only some stages may import.
 ONLY_IN = {
-    "mlflow": {"tracking", "cli"},
+    "mlflow": {"tracking", "registry", "cli"},
     "ray": {"distributed"},
     "captum": {"attribution"},
     "pytorch_lightning": {"lightning"},

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit(sub)
     _add_gate(sub)
     _add_validate(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -121,6 +122,63 @@ def _add_validate(sub: Any) -> None:
     validate.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
 
+def _add_serve(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="audit every new model version the registry announces by webhook",
+        description="Receive MLflow model registry webhooks (model_version.created, "
+        "model_version_alias.created), audit each new version against the version holding "
+        "--baseline-alias, and tag it with xai.gate and xai.audit_run_id. The webhook secret is read "
+        "from MLFLOW_XAI_WEBHOOK_SECRET. Runs until interrupted.",
+    )
+    serve.add_argument("--probe", required=True, help="probe set every version is audited on")
+    serve.add_argument("--config", help="audit config YAML (default: the built-in defaults)")
+    serve.add_argument("--baseline-alias", help="alias of the version to compare with, e.g. champion")
+    serve.add_argument("--assign-alias", help="alias given to a version whose gate passes, e.g. audited")
+    serve.add_argument("--experiment", default="xai-registry", help="experiment of the audit runs")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument("--workers", type=int, default=1, help="audits running at once")
+    serve.add_argument("--state-dir", default=".mlflow-xai-serve", help="the queue file and batch caches")
+    serve.add_argument("--max-attempts", type=int, default=3, help="tries of a failing audit before error")
+    serve.add_argument("--backoff", type=float, default=5.0, help="seconds before the first retry (doubling)")
+    serve.add_argument("--max-age", type=float, default=300.0, help="oldest delivery timestamp accepted, s")
+    serve.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mlflow_xai.config.loading import load_config
+    from mlflow_xai.registry.queue import JobQueue
+    from mlflow_xai.registry.server import Receiver, webhook_secret
+    from mlflow_xai.registry.worker import ServeSettings
+
+    secret = webhook_secret()
+    load_config(args.config)  # a bad config is refused before the receiver starts
+    if not Path(args.probe).exists():
+        raise ValueError(f"probe {args.probe!r} does not exist")
+    state = Path(args.state_dir)
+    settings = ServeSettings(
+        probe=str(Path(args.probe).resolve()),
+        config=str(Path(args.config).resolve()) if args.config else None,
+        baseline_alias=args.baseline_alias,
+        assign_alias=args.assign_alias,
+        experiment=args.experiment,
+        cache_dir=str(state / "cache"),
+        max_attempts=args.max_attempts,
+        backoff=args.backoff,
+    )
+    receiver = Receiver(
+        settings, JobQueue(state / "queue.sqlite"), secret=secret, host=args.host, port=args.port,
+        workers=args.workers, max_age=args.max_age,
+    )  # fmt: skip
+    host, port = receiver.address
+    print(f"mlflow-xai serve: listening on http://{host}:{port}/webhook", flush=True)
+    receiver.serve_forever()
+    return 0
+
+
 def _add_outputs(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--junit", help="write a JUnit XML file (one test case per check)")
     cmd.add_argument("--summary", help="write a markdown summary (also to $GITHUB_STEP_SUMMARY)")
@@ -140,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     keep_freed_memory()  # this process is ours: trade kept memory for passes without page faults
-    command = {"demo": _demo, "audit": run_audit, "gate": _gate, "validate-config": _validate}[args.command]
+    command = {
+        "demo": _demo, "audit": run_audit, "gate": _gate, "validate-config": _validate, "serve": _serve,
+    }[args.command]  # fmt: skip
     # MLflow's own INFO lines (database set-up, model loading) would bury the verdict; --debug shows them.
     mlflow_logger = logging.getLogger("mlflow")
     level = mlflow_logger.level
@@ -171,8 +231,6 @@ def _demo(args: argparse.Namespace) -> int:
 def _raise_interrupt(signum: int, frame: Any) -> None:
     # SIGTERM (a CI job cancelled, a pod stopped) unwinds like Ctrl-C: the run ends as FAILED.
     raise KeyboardInterrupt(f"signal {signum}")
-
-
 
 
 def _validate(args: argparse.Namespace) -> int:
