@@ -281,3 +281,14 @@ def build(name: str, config: Any) -> AttributionMethod:
     if name not in _REGISTRY:
         raise ValueError(f"unknown attribution method {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](config)
+
+
+def text_baseline(context: AttributionContext, method: str, instead: str) -> torch.Tensor:
+    """The text baseline a method over tokens needs; refused with the method to use ``instead``
+    when the probe is not a text probe."""
+    if context.text_baseline is None:
+        raise ModelError(
+            f"method {method!r} explains text probes (token ids, through the embedding layer); for other "
+            f"inputs use {instead}"
+        )
+    return context.text_baseline

@@ -10,10 +10,15 @@ import torch
 
 from mlflow_xai.attribution.adaptive import ExplainedOutput, adaptive_integrated_gradients
 from mlflow_xai.attribution.baselines import make_baseline
-from mlflow_xai.attribution.methods.base import Attribution, AttributionContext, AttributionMethod, register
+from mlflow_xai.attribution.methods.base import (
+    Attribution,
+    AttributionContext,
+    AttributionMethod,
+    register,
+    text_baseline,
+)
 from mlflow_xai.attribution.quadrature import nodes_and_weights
 from mlflow_xai.checks.convergence import spearman_rank_correlation, step_change_rel_l2
-from mlflow_xai.errors import ModelError
 from mlflow_xai.model.handle import ModelHandle
 
 __all__ = [
@@ -205,11 +210,7 @@ class LayerIntegratedGradients(IntegratedGradients):
     def _attribute(
         self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
     ) -> Attribution:
-        if context.text_baseline is None:
-            raise ModelError(
-                "method 'layer_integrated_gradients' explains text probes (token ids, with their "
-                "embedding layer); for other inputs use integrated_gradients"
-            )
-        result = self._along_path(handle, x, context.text_baseline, target, context)
+        baseline = text_baseline(context, self.name, "integrated_gradients")
+        result = self._along_path(handle, x, baseline, target, context)
         result.values = result.values.sum(dim=-1)  # the extra row feature's share is exactly 0
         return result

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from mlflow_xai.attribution.methods.base import Attribution, AttributionContext, AttributionMethod, register
+from mlflow_xai.attribution.methods.base import (
+    Attribution,
+    AttributionContext,
+    AttributionMethod,
+    register,
+    text_baseline,
+)
 from mlflow_xai.attribution.methods.perturbation import KernelShap, Lime
-from mlflow_xai.errors import ModelError
 from mlflow_xai.model.handle import ModelHandle
 from mlflow_xai.seeding import sample_generator
 
@@ -30,11 +35,7 @@ class TokenOcclusion(AttributionMethod):
     def _attribute(
         self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
     ) -> Attribution:
-        if context.text_baseline is None:
-            raise ModelError(
-                "method 'token_occlusion' explains text probes (token ids); for other inputs use occlusion"
-            )
-        baseline = context.text_baseline
+        baseline = text_baseline(context, self.name, "occlusion")
         sample, position = torch.nonzero(replaced_tokens(x, baseline), as_tuple=True)
         values = torch.zeros(x.shape[:2], dtype=torch.float64, device=x.device)
         with torch.no_grad():
@@ -70,13 +71,9 @@ class _TokenPerturbation:
     def _attribute(
         self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
     ) -> Attribution:
-        if context.text_baseline is None:
-            raise ModelError(
-                f"method {self.name!r} explains text probes (token ids); for other inputs use "
-                f"{self.name.removeprefix('token_')}"
-            )
-        groups, replaced = _token_groups(x, context.text_baseline)
-        values = self._explain(handle, x, context.text_baseline, target, groups, context)
+        baseline = text_baseline(context, self.name, self.name.removeprefix("token_"))
+        groups, replaced = _token_groups(x, baseline)
+        values = self._explain(handle, x, baseline, target, groups, context)
         return Attribution(torch.where(replaced, values[..., 0], 0.0))
 
 
@@ -103,13 +100,8 @@ class LayerGradientShap(AttributionMethod):
     def _attribute(
         self, handle: ModelHandle, x: torch.Tensor, target: torch.Tensor, context: AttributionContext
     ) -> Attribution:
-        if context.text_baseline is None:
-            raise ModelError(
-                "method 'layer_gradient_shap' explains text probes (token ids); for other inputs use "
-                "gradient_shap"
-            )
+        baseline = text_baseline(context, self.name, "gradient_shap")
         cfg = self.config
-        baseline = context.text_baseline
         replaced = replaced_tokens(x, baseline).unsqueeze(-1).to(x.dtype)
         alphas, noises = [], []
         for position in context.positions.tolist():  # per sample: the same draws in any batch
