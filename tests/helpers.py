@@ -8,11 +8,17 @@ import torch.nn as nn
 
 from mlflow_xai import tracking
 
+#: Requirements given, not inferred: MLflow infers them by loading the model in a subprocess that
+#: imports mlflow.pytorch, which imports pytorch_lightning when it is installed (~15 s a model here).
+REQUIREMENTS = ["torch"]
+
 
 def log_pytorch_model(model, example, serialization_format: str = "pickle") -> str:
     """Log ``model`` in a new run of the active tracking store with a tensor signature; its URI."""
     with mlflow.start_run():
-        return tracking.log_pytorch_model(model, example, serialization_format=serialization_format)
+        return tracking.log_pytorch_model(
+            model, example, serialization_format=serialization_format, pip_requirements=REQUIREMENTS
+        )
 
 
 def rel_error(attributions: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:

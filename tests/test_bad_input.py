@@ -452,7 +452,9 @@ def logged(tmp_path_factory):
 
         with mlflow.start_run():
             info = mlflow.sklearn.log_model(
-                LogisticRegression().fit(np.random.rand(10, 3), np.arange(10) % 2), name="model"
+                LogisticRegression().fit(np.random.rand(10, 3), np.arange(10) % 2),
+                name="model",
+                pip_requirements=["scikit-learn"],
             )
         uris["sklearn"] = info.model_uri
         x = _images()

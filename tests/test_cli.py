@@ -384,7 +384,9 @@ def test_non_pytorch_or_missing_model_exits_2(tracking_store, probe_file, capsys
 
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
-            LogisticRegression().fit(np.random.rand(10, 3), np.arange(10) % 2), name="model"
+            LogisticRegression().fit(np.random.rand(10, 3), np.arange(10) % 2),
+            name="model",
+            pip_requirements=["scikit-learn"],
         )
     assert main(["audit", "--model-uri", info.model_uri, "--probe", probe_file]) == 2
     assert "is not a PyTorch model (its flavors: python_function, sklearn)" in capsys.readouterr().err

@@ -220,7 +220,9 @@ def test_sklearn_classifier_with_all_evaluators_gets_the_default_result(tracking
         X = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
         y = (X["a"] > 0).astype(int)
         with mlflow.start_run() as run:
-            info = mlflow.sklearn.log_model(LogisticRegression().fit(X, y), name="model")
+            info = mlflow.sklearn.log_model(
+                LogisticRegression().fit(X, y), name="model", pip_requirements=["scikit-learn"]
+            )
             result = mlflow.models.evaluate(
                 info.model_uri, X.assign(y=y), targets="y", model_type="classifier", evaluators=None
             )

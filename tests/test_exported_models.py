@@ -117,7 +117,9 @@ def test_a_module_in_train_mode_is_audited_in_eval_mode_and_the_report_says_so(t
 def test_the_cli_refuses_mlflows_default_export_of_a_one_row_example(tracking_store, tmp_path, capsys):
     x = images()
     with mlflow.start_run():
-        info = mlflow.pytorch.log_model(net("eval"), name="model", input_example=x[:1])
+        info = mlflow.pytorch.log_model(
+            net("eval"), name="model", input_example=x[:1], pip_requirements=["torch"]
+        )
     probe = tmp_path / "probe.npz"
     np.savez(probe, inputs=x)
     capsys.readouterr()

@@ -425,7 +425,9 @@ def test_evaluate_takes_a_dataframe_column_of_uint8_images(tracking_store, small
     _, probe = shapes16
     raw = np.round(probe.images[:6] * 255).astype(np.uint8)
     with mlflow.start_run():
-        uri = mlflow.pytorch.log_model(small_cnn, name="model", serialization_format="pickle").model_uri
+        uri = mlflow.pytorch.log_model(
+            small_cnn, name="model", serialization_format="pickle", pip_requirements=["torch"]
+        ).model_uri
     config = {
         "batch_size": 6,
         "methods": {"integrated_gradients": {"n_steps": 8}},

@@ -140,7 +140,11 @@ def test_cli_engine_ray_logs_the_same_run_as_a_local_audit(
         signature = infer_signature(images[:2], small_cnn(torch.from_numpy(images[:2])).numpy())
     with mlflow.start_run():
         uri = mlflow.pytorch.log_model(
-            small_cnn, name="model", signature=signature, serialization_format="pickle"
+            small_cnn,
+            name="model",
+            signature=signature,
+            serialization_format="pickle",
+            pip_requirements=["torch"],
         ).model_uri
     np.savez(tmp_path / "probe.npz", inputs=images[:20], labels=labels[:20])
     (tmp_path / "gate.yaml").write_text(

@@ -261,7 +261,9 @@ def test_the_cli_audits_a_logged_text_model_against_a_champion(tracking_store, t
     candidate, champion = Bag().double(), Bag().double()
     with mlflow.start_run():
         uris = [
-            mlflow.pytorch.log_model(m, name=name, serialization_format="pickle").model_uri
+            mlflow.pytorch.log_model(
+                m, name=name, serialization_format="pickle", pip_requirements=["torch"]
+            ).model_uri
             for m, name in ((candidate, "candidate"), (champion, "champion"))
         ]
     ids = _ids()

@@ -21,12 +21,19 @@ T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
 
-def log_pytorch_model(model: Any, example: Any, *, serialization_format: str = "pickle") -> str:
+def log_pytorch_model(
+    model: Any,
+    example: Any,
+    *,
+    serialization_format: str = "pickle",
+    pip_requirements: list[str] | None = None,
+) -> str:
     """Log a PyTorch model into the active run with a tensor signature and an input example (a
     float numpy batch), so that an audit can read the input shape from it; return its model URI.
 
     ``serialization_format="pickle"`` keeps the layers as modules, which hook-based methods need;
-    ``"pt2"`` (MLflow's default) logs an exported graph.
+    ``"pt2"`` (MLflow's default) logs an exported graph. ``pip_requirements`` (default: MLflow infers
+    them, loading the model in a subprocess) is passed on.
     """
     import mlflow
     import torch
@@ -40,6 +47,7 @@ def log_pytorch_model(model: Any, example: Any, *, serialization_format: str = "
         signature=signature,
         input_example=example,
         serialization_format=serialization_format,
+        pip_requirements=pip_requirements,
     )
     return info.model_uri
 
