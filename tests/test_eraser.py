@@ -117,3 +117,84 @@ def test_eraser_is_refused_on_images_and_without_its_token():
     torch.manual_seed(0)
     with pytest.raises(ConfigError, match="text.mask_token_id"):
         audit(Bag().double(), _ids(), {**_lig(baseline="zero"), "checks": {"eraser": {}}})
+
+
+def _keyword_case(n: int = 5):
+    """A model that reads one keyword; ids with the keyword once per sample and [CLS] first."""
+    keyword = 7
+    ids = torch.as_tensor(_ids(n=n, length=10, seed=9))
+    ids[ids == keyword] = keyword + 1
+    ids[:, 3] = keyword
+    weight = torch.rand(VOCAB, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return ids, weight, _reader(ids, weight)
+
+
+def _reader(ids: torch.Tensor, weight: torch.Tensor):
+    """The kept output of a batch ``ids``: a sum of per-token weights over the tokens kept."""
+
+    def kept_output(keep: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return (weight[ids[rows]] * keep).sum(dim=1)
+
+    return kept_output
+
+
+def test_pass_size_random_draws_and_batching_change_nothing():
+    from mlflow_xai.checks.eraser import comprehensiveness_sufficiency
+
+    ids, weight, f = _keyword_case()
+    scores, rankable = weight[ids], ids != CLS
+    bare = comprehensiveness_sufficiency(f, scores, rankable, range(5))
+    spelled = comprehensiveness_sufficiency(
+        f, scores, rankable, range(5), bins=(1, 5, 10, 20, 50), random_draws=3, seed=0, batch=3
+    )
+    for key, value in bare.items():
+        torch.testing.assert_close(value, spelled[key], rtol=0, atol=1e-12)
+    # A sample's random rankings depend on its position only: alone, it gets the same control.
+    alone = comprehensiveness_sufficiency(_reader(ids[2:3], weight), scores[2:3], rankable[2:3], [2])
+    torch.testing.assert_close(alone["comprehensiveness_random"], bare["comprehensiveness_random"][2:3])
+    torch.testing.assert_close(alone["sufficiency_random"], bare["sufficiency_random"][2:3])
+    torch.testing.assert_close(bare["sufficiency_margin"], bare["sufficiency_random"] - bare["sufficiency"])
+    other = comprehensiveness_sufficiency(f, scores, rankable, range(5), seed=1)
+    assert not torch.equal(other["comprehensiveness_random"], bare["comprehensiveness_random"])
+
+
+def test_random_controls_by_hand_from_the_seeded_orders():
+    from mlflow_xai.checks.eraser import comprehensiveness_sufficiency, random_positions, rationale_sizes
+
+    ids, weight, f = _keyword_case(n=2)
+    rankable = ids != CLS
+    found = comprehensiveness_sufficiency(
+        f, weight[ids], rankable, [4, 9], bins=[20, 50], random_draws=2, seed=3
+    )
+    for i in range(2):
+        total = float(weight[ids[i]].sum())
+        comp, suff = [], []
+        for draw in range(2):
+            order = random_positions(rankable[i : i + 1], [[4, 9][i]], 3, draw)[0]
+            for size in rationale_sizes(9, [20, 50]):
+                top = order[:size]
+                comp.append(float(weight[ids[i, top]].sum()))
+                rest = [j for j in range(10) if j not in set(top.tolist()) and j != 0]
+                suff.append(float(weight[ids[i, rest]].sum()))
+        assert float(found["comprehensiveness_random"][i]) == pytest.approx(np.mean(comp), abs=1e-12)
+        assert float(found["sufficiency_random"][i]) == pytest.approx(np.mean(suff), abs=1e-12)
+        assert total > 0
+
+
+def test_a_sample_with_nothing_to_rank_is_nan_alone():
+    from mlflow_xai.checks.eraser import ERASER_QUANTITIES, comprehensiveness_sufficiency
+
+    ids, weight, f = _keyword_case(n=3)
+    rankable = ids != CLS
+    rankable[1] = False
+    found = comprehensiveness_sufficiency(f, weight[ids], rankable, range(3), bins=[50])
+    for key in ERASER_QUANTITIES:
+        assert torch.isnan(found[key][1]) and torch.isfinite(found[key][[0, 2]]).all(), key
+
+
+def test_rationale_sizes_round_up_and_stay_within_the_tokens():
+    from mlflow_xai.checks.eraser import rationale_sizes
+
+    assert rationale_sizes(201, [50]) == [101]
+    assert rationale_sizes(10, [1, 5, 10, 20, 50, 100]) == [1, 1, 1, 2, 5, 10]
+    assert rationale_sizes(3, [0.1]) == [1]
