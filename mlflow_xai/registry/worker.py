@@ -70,11 +70,13 @@ class Worker:
             if not self.queue.fail(
                 job, reason, max_attempts=self.settings.max_attempts, backoff=self.settings.backoff
             ):
-                self._tag(job, {"xai.gate": "error", "xai.audit_error": reason[:4000]})
+                self._tag(job, {"xai.audit_error": reason[:4000], "xai.gate": "error"})
             return
-        self._tag(job, {"xai.gate": status, "xai.audit_run_id": run_id})
+        # xai.gate goes last: whoever waits for it finds the run id and the alias already there.
+        self._tag(job, {"xai.audit_run_id": run_id})
         if self.settings.assign_alias and status == "pass":
             self.client.set_registered_model_alias(job.name, self.settings.assign_alias, job.version)
+        self._tag(job, {"xai.gate": status})
         self.queue.finish(job, status)
 
     def audit(self, job: Job) -> tuple[str, str]:
