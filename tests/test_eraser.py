@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from text_models import CLS, PAD, VOCAB, Bag, _contributions, _ids
+from text_models import CLS, PAD, VOCAB, Bag, _contributions, _ids, _lig
 
 from mlflow_xai import audit
 from mlflow_xai.errors import ConfigError
@@ -20,10 +20,6 @@ from mlflow_xai.errors import ConfigError
 def bag() -> Bag:
     torch.manual_seed(0)
     return Bag().double()
-
-
-def _lig(**options) -> dict:
-    return {"methods": {"layer_integrated_gradients": options}, "artifacts": {"mask_dtype": "float32"}}
 
 
 def test_comprehensiveness_and_sufficiency_of_a_linear_bag_by_hand(bag):

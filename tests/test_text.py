@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from text_models import CLASSES, CLS, HIDDEN, PAD, VOCAB, Bag, _contributions, _ids
+from text_models import CLASSES, CLS, HIDDEN, PAD, VOCAB, Bag, _contributions, _ids, _lig
 
 from mlflow_xai import audit
 from mlflow_xai.artifacts.write import write_artifacts
@@ -33,10 +33,6 @@ class Recurrent(nn.Module):
 def bag() -> Bag:
     torch.manual_seed(0)
     return Bag().double()
-
-
-def _lig(**options) -> dict:
-    return {"methods": {"layer_integrated_gradients": options}, "artifacts": {"mask_dtype": "float32"}}
 
 
 @pytest.mark.parametrize(

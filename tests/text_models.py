@@ -34,3 +34,8 @@ def _ids(n: int = 6, length: int = 7, seed: int = 0) -> np.ndarray:
 def _contributions(bag: Bag, ids: np.ndarray, target: int) -> np.ndarray:
     E, w = bag.emb.weight.detach().numpy(), bag.head.weight.detach().numpy()[target]
     return (E[ids] @ w) / ids.shape[1]
+
+
+def _lig(**options) -> dict:
+    """An audit config of layer_integrated_gradients with ``options``, masks kept in float32."""
+    return {"methods": {"layer_integrated_gradients": options}, "artifacts": {"mask_dtype": "float32"}}
